@@ -1,0 +1,31 @@
+"""flowrl's building blocks: velocity networks, ODE integrators, flow policies, regularizers, critics, buffers.
+
+Depends on torch, einops and gin only, never on ``flowrl``: import any piece into your own agent.
+Every class and function is registered with gin and works as plain Python without a config.
+"""
+
+from components.buffers import Batch, ReplayBuffer
+from components.critics import (
+    QEnsemble,
+    RandomSubsetMin,
+    ValueNetwork,
+    expectile_loss,
+    mean_aggregate,
+    min_aggregate,
+    polyak_update,
+)
+from components.ensemble import EnsembleLayerNorm, EnsembleLinear, EnsembleMLP
+from components.flow_matching import flow_matching_loss
+from components.integrators import ODESolver, euler_step, heun_step, integrate, midpoint_step, rk4_step
+from components.policy import FlowPolicy
+from components.regularizers import (
+    BCRegularizer,
+    KLRegularizer,
+    NoRegularizer,
+    RegularizerInputs,
+    W2Regularizer,
+)
+from components.samplers import RecentMixSampler, UniformSampler
+from components.velocity import MLPVelocity, ResidualVelocity, SinusoidalTimeEmbedding
+
+__all__ = [name for name in dir() if not name.startswith("_")]

@@ -1,0 +1,91 @@
+"""Critics: a Q ensemble, a state-value network, ensemble aggregations, the expectile loss, Polyak averaging."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import gin
+import torch
+from torch import nn
+
+from components.ensemble import EnsembleMLP
+
+
+@gin.configurable
+class QEnsemble(nn.Module):
+    """``E`` Q-functions over ``concat[obs, action]`` evaluated in one batched pass.
+
+    ``forward(obs (B, obs_dim), action (B, act_dim)) -> (E, B, 1)``.
+
+    Example::
+
+        q = QEnsemble(obs_dim=67, act_dim=21, num_members=10, hidden=256)
+        values = q(torch.zeros(32, 67), torch.zeros(32, 21))   # (10, 32, 1)
+        pessimistic = min_aggregate(values)                    # (32, 1)
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, num_members: int = 2, hidden: int = 512, depth: int = 3):
+        super().__init__()
+        self.body = EnsembleMLP(num_members, obs_dim + act_dim, 1, hidden=hidden, depth=depth)
+        self.num_members = num_members
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return self.body(torch.cat([obs, action], dim=-1))
+
+
+@gin.configurable
+class ValueNetwork(nn.Module):
+    """A state-value function ``V(obs (B, obs_dim)) -> (B, 1)`` with the critic body."""
+
+    def __init__(self, obs_dim: int, hidden: int = 512, depth: int = 3):
+        super().__init__()
+        self.body = EnsembleMLP(1, obs_dim, 1, hidden=hidden, depth=depth)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.body(obs)[0]
+
+
+@gin.configurable
+def min_aggregate(values: torch.Tensor) -> torch.Tensor:
+    """Pessimistic aggregate over members: ``(E, B, 1) -> (B, 1)``."""
+    return values.min(dim=0).values
+
+
+@gin.configurable
+def mean_aggregate(values: torch.Tensor) -> torch.Tensor:
+    """Mean over members: ``(E, B, 1) -> (B, 1)``."""
+    return values.mean(dim=0)
+
+
+@gin.configurable
+class RandomSubsetMin:
+    """Min over a random subset of ``subset_size`` members, redrawn at each call (REDQ): ``(E, B, 1) -> (B, 1)``."""
+
+    def __init__(self, subset_size: int = 2):
+        if subset_size < 1:
+            raise ValueError(f"RandomSubsetMin.subset_size must be >= 1, got {subset_size}")
+        self.subset_size = subset_size
+
+    def __call__(self, values: torch.Tensor) -> torch.Tensor:
+        if self.subset_size > values.shape[0]:
+            raise ValueError(f"RandomSubsetMin: subset of {self.subset_size} from an ensemble of {values.shape[0]}")
+        idx = torch.randperm(values.shape[0], device=values.device)[: self.subset_size]
+        return values.index_select(0, idx).min(dim=0).values
+
+
+def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
+    """Asymmetric squared loss ``mean(|tau - 1[diff < 0]| * diff^2)`` with ``diff = target - prediction``.
+
+    At ``expectile = 0.5`` it is half the mean squared error; above 0.5 it penalises under-estimates more, so the
+    minimiser is the ``expectile`` of the target distribution.
+    """
+    weight = torch.where(diff < 0, 1.0 - expectile, expectile)
+    return (weight * diff.square()).mean()
+
+
+@torch.no_grad()
+def polyak_update(target: Iterable[torch.Tensor], online: Iterable[torch.Tensor], tau: float) -> None:
+    """In place ``target <- (1 - tau) * target + tau * online`` (the reference uses tau = 0.95)."""
+    target, online = list(target), list(online)
+    if target:
+        torch._foreach_lerp_(target, online, tau)

@@ -1,0 +1,76 @@
+"""Batched ensembles of MLPs: E members evaluated in one pass with batched matmuls, no Python loop over members.
+
+Shapes: input ``(B, in)`` shared by all members or ``(E, B, in)`` per member; output ``(E, B, out)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+
+class EnsembleLinear(nn.Module):
+    """``E`` independent linear layers: ``(B, in)`` or ``(E, B, in)`` -> ``(E, B, out)``."""
+
+    def __init__(self, num_members: int, in_features: int, out_features: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(num_members, in_features, out_features))
+        self.bias = nn.Parameter(torch.zeros(num_members, 1, out_features))
+        bound = math.sqrt(6.0 / (in_features + out_features))  # Xavier-uniform, per member
+        nn.init.uniform_(self.weight, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:
+            # A shared input is one wide matmul against all members' weights side by side.
+            e = self.weight.shape[0]
+            wide = rearrange(self.weight, "e i o -> i (e o)")
+            out = torch.addmm(rearrange(self.bias, "e 1 o -> 1 (e o)"), x, wide)
+            return rearrange(out, "b (e o) -> e b o", e=e)
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class EnsembleLayerNorm(nn.Module):
+    """LayerNorm over the last axis with a separate affine transform per member: ``(E, B, H) -> (E, B, H)``."""
+
+    def __init__(self, num_members: int, features: int, eps: float = 1e-5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(num_members, 1, features))
+        self.bias = nn.Parameter(torch.zeros(num_members, 1, features))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.bias, F.layer_norm(x, x.shape[-1:], eps=self.eps), self.weight)
+
+
+class EnsembleMLP(nn.Module):
+    """The reference critic body, batched over ``E`` members.
+
+    ``Linear(H) -> LN -> [Linear(H) -> LN -> act] * (depth - 1) -> Linear(H) -> LN -> Linear(out)``; with
+    ``depth=3`` this is the reference's ``Linear, LN, Linear, LN, GELU, Linear, LN, GELU, Linear, LN, Linear(1)``.
+    """
+
+    def __init__(
+        self,
+        num_members: int,
+        in_features: int,
+        out_features: int = 1,
+        hidden: int = 512,
+        depth: int = 3,
+        activation: type[nn.Module] = nn.GELU,
+    ):
+        super().__init__()
+        layers: list[nn.Module] = [EnsembleLinear(num_members, in_features, hidden), EnsembleLayerNorm(num_members, hidden)]
+        for i in range(depth):
+            layers += [EnsembleLinear(num_members, hidden, hidden), EnsembleLayerNorm(num_members, hidden)]
+            if i < depth - 1:
+                layers.append(activation())
+        layers.append(EnsembleLinear(num_members, hidden, out_features))
+        self.net = nn.Sequential(*layers)
+        self.num_members = num_members
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)

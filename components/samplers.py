@@ -1,0 +1,41 @@
+"""Index samplers for the replay buffer: which stored rows a batch draws from.
+
+A sampler maps ``(num_rows, num_envs, batch_size, generator)`` to ``(row, env)`` index tensors of shape ``(B,)``,
+with ``row`` counted from the oldest sampleable row (0) to the newest (``num_rows - 1``).
+"""
+
+from __future__ import annotations
+
+import gin
+import torch
+
+
+@gin.configurable
+class UniformSampler:
+    """Uniform over every sampleable transition."""
+
+    def __call__(self, num_rows: int, num_envs: int, batch_size: int, generator: torch.Generator):
+        rows = torch.randint(num_rows, (batch_size,), generator=generator)
+        envs = torch.randint(num_envs, (batch_size,), generator=generator)
+        return rows, envs
+
+
+@gin.configurable
+class RecentMixSampler:
+    """The reference's mix: ``1 - recent_fraction`` uniform over the buffer, the rest over the newest ``recent``.
+
+    ``recent`` counts transitions over all parallel envs (2,048 in the reference).
+    """
+
+    def __init__(self, recent: int = 2048, recent_fraction: float = 0.2):
+        if not 0.0 <= recent_fraction <= 1.0:
+            raise ValueError(f"RecentMixSampler.recent_fraction must be in [0, 1], got {recent_fraction}")
+        self.recent, self.recent_fraction = recent, recent_fraction
+
+    def __call__(self, num_rows: int, num_envs: int, batch_size: int, generator: torch.Generator):
+        num_recent = int(round(batch_size * self.recent_fraction))
+        window = min(num_rows, max(1, self.recent // num_envs))
+        old = torch.randint(num_rows, (batch_size - num_recent,), generator=generator)
+        new = num_rows - 1 - torch.randint(window, (num_recent,), generator=generator)
+        envs = torch.randint(num_envs, (batch_size,), generator=generator)
+        return torch.cat([old, new]), envs

@@ -1,0 +1,191 @@
+"""FlowRL (Lv et al., NeurIPS 2025): a flow policy maximising Q under a Wasserstein-2 penalty toward the best
+behaviour in the replay buffer. The algorithm and its defaults are stated in docs/flowrl-algorithm.md (shared).
+
+Every network, the regularizer and the ensemble aggregation are injected (by gin reference or by hand).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Callable
+
+import gin
+import numpy as np
+import torch
+from torch import nn
+
+from components.buffers import Batch
+from components.critics import QEnsemble, ValueNetwork, expectile_loss, min_aggregate, polyak_update
+from components.policy import FlowPolicy
+from components.regularizers import RegularizerInputs, W2Regularizer
+
+Info = dict[str, torch.Tensor]
+
+
+def _prefixed(prefix: str, info: Info) -> Info:
+    return {f"{prefix}/{k}": v for k, v in info.items()}
+
+
+@gin.configurable
+class FlowRLAgent:
+    """The FlowRL agent: policy ``pi``, critic ``Q`` (+ target), behaviour critic ``Q_beta`` (+ target), value ``V``.
+
+    Each update trains ``Q``, ``Q_beta`` and ``V``; every ``policy_delay``-th update also trains the policy and then
+    moves both target critics toward their online copies (``target <- (1 - tau) target + tau online``).
+
+    Args:
+        obs_dim, act_dim: observation and action sizes; actions are in [-1, 1].
+        policy: factory ``(obs_dim, act_dim) -> FlowPolicy``.
+        critic: factory ``(obs_dim, act_dim) -> module (B, obs), (B, act) -> (E, B, 1)``, used for Q and Q_beta.
+        value: factory ``(obs_dim) -> module (B, obs) -> (B, 1)``.
+        regularizer: ``(policy, RegularizerInputs) -> (loss, info)``.
+        aggregate: ensemble reduction ``(E, B, 1) -> (B, 1)`` for targets and the policy objective.
+        device: where the networks live (chosen by the runner).
+
+    Example::
+
+        agent = FlowRLAgent(obs_dim=17, act_dim=6)
+        actions = agent.act(np.zeros((4, 17), np.float32))   # (4, 6) in [-1, 1]
+        metrics = agent.update(buffer.sample(256))           # {'critic/loss': ..., 'value/loss': ..., ...}
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        policy: Callable[[int, int], FlowPolicy] = FlowPolicy,
+        critic: Callable[[int, int], nn.Module] = QEnsemble,
+        value: Callable[[int], nn.Module] = ValueNetwork,
+        regularizer: Callable = None,
+        aggregate: Callable[[torch.Tensor], torch.Tensor] = min_aggregate,
+        discount: float = 0.99,
+        expectile: float = 0.9,
+        lr: float = 3e-4,
+        policy_delay: int = 2,
+        target_tau: float = 0.95,
+        device: torch.device | str = "cpu",
+    ):
+        self.device = torch.device(device)
+        self.policy = policy(obs_dim, act_dim).to(self.device)
+        self.critic = critic(obs_dim, act_dim).to(self.device)
+        self.behaviour_critic = critic(obs_dim, act_dim).to(self.device)
+        self.value = value(obs_dim).to(self.device)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.behaviour_target = copy.deepcopy(self.behaviour_critic).requires_grad_(False)
+        self.regularizer = regularizer if regularizer is not None else W2Regularizer()
+        self.aggregate = aggregate
+        self.discount, self.expectile = discount, expectile
+        self.policy_delay, self.target_tau = policy_delay, target_tau
+        # Q, Q_beta and V never read each other's online weights within a step, so one optimiser over their summed
+        # losses equals the reference's three sequential Adam steps.
+        value_params = [*self.critic.parameters(), *self.behaviour_critic.parameters(), *self.value.parameters()]
+        self.value_optimizer = torch.optim.Adam(value_params, lr=lr, **_fast_adam(self.device))
+        self.policy_optimizer = torch.optim.Adam(self.policy.parameters(), lr=lr, **_fast_adam(self.device))
+        self.num_updates = 0
+
+    # ----------------------------------------------------------------------------------------------------- losses
+    def critic_loss(self, batch: Batch) -> tuple[torch.Tensor, Info]:
+        """Twin TD loss of ``Q``: ``y = r + gamma (1 - terminated) agg_i Q_target_i(s', pi(s'))``, summed MSEs."""
+        with torch.no_grad():
+            next_q = self.aggregate(self.critic_target(batch.next_obs, self.policy.sample(batch.next_obs)))
+            target = batch.reward + self.discount * (1.0 - batch.terminated) * next_q
+        q = self.critic(batch.obs, batch.action)
+        loss = (q - target).square().mean(dim=(1, 2)).sum()
+        return loss, {"loss": loss.detach(), "q": q.detach().mean(), "target": target.mean()}
+
+    def behaviour_critic_loss(self, batch: Batch) -> tuple[torch.Tensor, Info]:
+        """Twin TD loss of ``Q_beta``: ``y = r + gamma (1 - terminated) V(s')``, summed MSEs."""
+        with torch.no_grad():
+            target = batch.reward + self.discount * (1.0 - batch.terminated) * self.value(batch.next_obs)
+        q = self.behaviour_critic(batch.obs, batch.action)
+        loss = (q - target).square().mean(dim=(1, 2)).sum()
+        return loss, {"loss": loss.detach(), "q": q.detach().mean()}
+
+    def value_loss(self, batch: Batch) -> tuple[torch.Tensor, Info]:
+        """Expectile regression of ``V(s)`` toward ``min_i Q_beta_target_i(s, a)`` at buffer actions."""
+        with torch.no_grad():
+            target = min_aggregate(self.behaviour_target(batch.obs, batch.action))
+        v = self.value(batch.obs)
+        loss = expectile_loss(target - v, self.expectile)
+        return loss, {"loss": loss.detach(), "v": v.detach().mean()}
+
+    def actor_loss(self, batch: Batch) -> tuple[torch.Tensor, Info]:
+        """``-mean agg_i Q_i(s, pi(s)) + regularizer``; the Q-gradient reaches the velocity net through the solver."""
+        self.critic.requires_grad_(False)  # gradients flow through Q to the action, not into Q's weights
+        try:
+            q_pi = self.aggregate(self.critic(batch.obs, self.policy.sample(batch.obs)))
+        finally:
+            self.critic.requires_grad_(True)
+        inputs = RegularizerInputs(batch.obs, batch.action, q_policy=q_pi.detach())
+        needs = getattr(self.regularizer, "needs", frozenset())
+        with torch.no_grad():
+            if "q_behaviour" in needs:
+                inputs.q_behaviour = min_aggregate(self.behaviour_critic(batch.obs, batch.action))
+            if "value" in needs:
+                inputs.value = self.value(batch.obs)
+        reg_loss, reg_info = self.regularizer(self.policy, inputs)
+        loss = -q_pi.mean() + reg_loss
+        return loss, {"loss": loss.detach(), "q": q_pi.detach().mean(), **_prefixed("reg", reg_info)}
+
+    # ----------------------------------------------------------------------------------------------------- update
+    def update(self, batch: Batch) -> dict[str, float]:
+        """One gradient update on ``batch``; returns plain floats keyed ``critic/``, ``value/``, ``actor/``, ``reg/``."""
+        info = self._update(batch)
+        keys = list(info)
+        values = torch.stack([info[k].float() for k in keys]).tolist()  # one device sync for all metrics
+        return dict(zip(keys, values))
+
+    def _update(self, batch: Batch) -> Info:
+        self.num_updates += 1
+        (q_loss, q_info), (b_loss, b_info), (v_loss, v_info) = (
+            self.critic_loss(batch), self.behaviour_critic_loss(batch), self.value_loss(batch),
+        )  # fmt: skip
+        self.value_optimizer.zero_grad(set_to_none=True)
+        (q_loss + b_loss + v_loss).backward()
+        self.value_optimizer.step()
+        info = {**_prefixed("critic", q_info), **_prefixed("behaviour", b_info), **_prefixed("value", v_info)}
+        if self.num_updates % self.policy_delay == 0:
+            pi_loss, pi_info = self.actor_loss(batch)
+            self.policy_optimizer.zero_grad(set_to_none=True)
+            pi_loss.backward()
+            self.policy_optimizer.step()
+            polyak_update(self.critic_target.parameters(), self.critic.parameters(), self.target_tau)
+            polyak_update(self.behaviour_target.parameters(), self.behaviour_critic.parameters(), self.target_tau)
+            for k, v in pi_info.items():
+                info[k if k.startswith("reg/") else f"actor/{k}"] = v
+        return info
+
+    # ------------------------------------------------------------------------------------------------------ acting
+    def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
+        """Actions ``(N, act_dim)`` in [-1, 1] for observations ``(N, obs_dim)``."""
+        with torch.inference_mode():
+            obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
+            return self.policy.act(obs_t, deterministic=deterministic).cpu().numpy()
+
+    # -------------------------------------------------------------------------------------------------- checkpoint
+    def modules(self) -> dict[str, nn.Module]:
+        return {
+            "policy": self.policy, "critic": self.critic, "critic_target": self.critic_target,
+            "behaviour_critic": self.behaviour_critic, "behaviour_target": self.behaviour_target, "value": self.value,
+        }  # fmt: skip
+
+    def state_dict(self) -> dict:
+        """Networks, optimisers and the update counter."""
+        return {
+            "networks": {k: m.state_dict() for k, m in self.modules().items()},
+            "value_optimizer": self.value_optimizer.state_dict(),
+            "policy_optimizer": self.policy_optimizer.state_dict(),
+            "num_updates": self.num_updates,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        for k, m in self.modules().items():
+            m.load_state_dict(state["networks"][k])
+        self.value_optimizer.load_state_dict(state["value_optimizer"])
+        self.policy_optimizer.load_state_dict(state["policy_optimizer"])
+        self.num_updates = int(state["num_updates"])
+
+
+def _fast_adam(device: torch.device) -> dict:
+    # Fused Adam is one kernel per step on CUDA; the multi-tensor path is the fastest on CPU.
+    return {"fused": True} if device.type == "cuda" else {"foreach": True}

@@ -1,0 +1,215 @@
+"""The training loop: warm-up, env stepping, updates, evaluation, logging, atomic checkpoints and exact resume.
+
+Exact resume: envs cannot be checkpointed, so a checkpoint closes every env's stream in the replay buffer and the
+next segment starts fresh episodes in newly seeded envs, whether the run goes on or is resumed later. A run
+interrupted and resumed from a periodic checkpoint therefore reproduces the uninterrupted run after that point.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+from pathlib import Path
+from typing import Callable
+
+import gin
+import numpy as np
+import torch
+
+from components.buffers import ReplayBuffer
+from flowrl.agents.flowrl import FlowRLAgent
+from flowrl.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from flowrl.display import Progress
+from flowrl.envs.registry import make_env
+from flowrl.errors import NonFiniteLossError
+from flowrl.evaluation import evaluate
+from flowrl.logger import MetricsLogger
+
+CHECKPOINT_FORMAT = 1
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` picks CUDA when available, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@gin.configurable
+class Trainer:
+    """Trains an agent on a task. ``env_steps`` counts transitions over all parallel envs.
+
+    Args:
+        agent: factory ``(obs_dim, act_dim, device=...) -> agent`` with ``act``, ``update``, ``state_dict``.
+        buffer: factory ``(obs_dim, act_dim, num_envs=, device=, seed=) -> ReplayBuffer``.
+        env_fn: factory ``(num_envs=, seed=) -> VecEnv`` (``make_env`` with ``make_env.task`` bound).
+        updates_per_step: gradient updates per env step after warm-up (update-to-data ratio).
+        eval_deterministic: evaluate from zero noise instead of the reference's fresh noise.
+        compile: wrap the agent's networks in ``torch.compile``.
+    """
+
+    def __init__(
+        self,
+        run_dir: Path,
+        seed: int = 0,
+        device: str = "auto",
+        agent: Callable = FlowRLAgent,
+        buffer: Callable = ReplayBuffer,
+        env_fn: Callable = make_env,
+        total_steps: int = 1_000_000,
+        warmup_steps: int = 5_000,
+        num_envs: int = 1,
+        updates_per_step: float = 1.0,
+        batch_size: int = 256,
+        eval_every: int = 10_000,
+        eval_episodes: int = 5,
+        eval_deterministic: bool = False,
+        checkpoint_every: int = 50_000,
+        log_every: int = 1_000,
+        compile: bool = False,
+        display: bool = True,
+    ):
+        self.run_dir, self.seed = Path(run_dir), seed
+        self.device = resolve_device(device)
+        self.env_fn, self.num_envs = env_fn, num_envs
+        self.total_steps, self.warmup_steps = total_steps, warmup_steps
+        self.updates_per_step, self.batch_size = updates_per_step, batch_size
+        self.eval_every, self.eval_episodes, self.eval_deterministic = eval_every, eval_episodes, eval_deterministic
+        self.checkpoint_every, self.log_every, self.display = checkpoint_every, log_every, display
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        self.env = env_fn(num_envs=num_envs, seed=seed)
+        self.agent = agent(self.env.obs_dim, self.env.act_dim, device=self.device)
+        if compile:
+            for module in self.agent.modules().values():
+                module.compile()
+        self.buffer = buffer(self.env.obs_dim, self.env.act_dim, num_envs=num_envs, device=self.device, seed=seed)
+        self.rng = np.random.default_rng(seed)
+        self.env_steps, self.segment, self.update_debt = 0, 0, 0.0
+        self.window: dict[str, list[float]] = {}
+        self._stop_signal: int | None = None
+
+    # --------------------------------------------------------------------------------------------------- state
+    def state_dict(self) -> dict:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "env_steps": self.env_steps,
+            "segment": self.segment,
+            "update_debt": self.update_debt,
+            "window": self.window,
+            "agent": self.agent.state_dict(),
+            "buffer": self.buffer.state_dict(),
+            "rng": {"global": rng_state(), "trainer": self.rng.bit_generator.state},
+        }
+
+    def load(self, path: Path) -> None:
+        """Restore everything from a checkpoint file; the next segment starts fresh episodes."""
+        state = load_checkpoint(path)
+        self.env_steps, self.segment = state["env_steps"], state["segment"]
+        self.update_debt, self.window = state["update_debt"], state["window"]
+        self.agent.load_state_dict(state["agent"])
+        self.buffer.load_state_dict(state["buffer"])
+        set_rng_state(state["rng"]["global"])
+        self.rng.bit_generator.state = state["rng"]["trainer"]
+        self.env.close()
+        self.env = self.env_fn(num_envs=self.num_envs, seed=self._segment_seed())
+
+    def _segment_seed(self) -> int:
+        return self.seed + 10_007 * self.segment
+
+    def _checkpoint(self, obs: np.ndarray) -> None:
+        # Close every stream: the current observation becomes the final row of the interrupted episodes.
+        zeros = np.zeros(self.num_envs)
+        self.buffer.add(obs, np.zeros((self.num_envs, self.env.act_dim)), zeros, zeros, zeros, valid=zeros.astype(bool))
+        self.segment += 1
+        save_checkpoint(self.run_dir, self.env_steps, self.state_dict())
+
+    # ---------------------------------------------------------------------------------------------------- loop
+    def _request_stop(self, signum, _frame) -> None:
+        self._stop_signal = signum
+
+    def train(self) -> dict[str, float]:
+        """Run until ``total_steps``; returns the last evaluation. Ctrl-C / SIGTERM checkpoint and stop cleanly."""
+        logger = MetricsLogger(self.run_dir, resume_step=self.env_steps if self.env_steps else None)
+        progress = Progress(self.total_steps, self.env_steps, enabled=self.display)
+        previous = {s: signal.signal(s, self._request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        last_eval: dict[str, float] = {}
+        updates_done = 0
+        try:
+            obs = self.env.reset()
+            returns, lengths = np.zeros(self.num_envs), np.zeros(self.num_envs, dtype=np.int64)
+            while self.env_steps < self.total_steps and self._stop_signal is None:
+                if self.env_steps < self.warmup_steps:
+                    action = self.rng.uniform(-1.0, 1.0, (self.num_envs, self.env.act_dim))
+                else:
+                    action = self.agent.act(obs)
+                step = self.env.step(action)
+                self.buffer.add(obs, action, step.reward, step.terminated, step.truncated, step.valid)
+                obs = step.obs
+                prev_steps, self.env_steps = self.env_steps, self.env_steps + self.num_envs
+                returns += np.where(step.valid, step.reward, 0.0)
+                lengths += step.valid
+                for i in np.flatnonzero(step.valid & (step.terminated | step.truncated)):
+                    self._accumulate({"train/episode_return": returns[i], "train/episode_length": lengths[i]})
+                    returns[i], lengths[i] = 0.0, 0
+                returns[~step.valid], lengths[~step.valid] = 0.0, 0
+
+                if self.env_steps >= self.warmup_steps and len(self.buffer) > 0:
+                    self.update_debt += self.updates_per_step * self.num_envs
+                    while self.update_debt >= 1.0:
+                        metrics = self.agent.update(self.buffer.sample(self.batch_size))
+                        self._check_finite(metrics)
+                        self._accumulate(metrics)
+                        self.update_debt -= 1.0
+                        updates_done += 1
+
+                if self._crossed(prev_steps, self.log_every):
+                    logger.log(self.env_steps, self._flush_window())
+                    progress.update(self.env_steps, updates_done)
+                if self._crossed(prev_steps, self.eval_every) or self.env_steps >= self.total_steps:
+                    last_eval = self._evaluate()
+                    logger.log(self.env_steps, {f"eval/{k}": v for k, v in last_eval.items()})
+                    progress.last_eval = last_eval["return_mean"]
+                    progress.update(self.env_steps, updates_done)
+                if self._crossed(prev_steps, self.checkpoint_every) or self.env_steps >= self.total_steps:
+                    self._checkpoint(obs)
+                    self.env.close()
+                    self.env = self.env_fn(num_envs=self.num_envs, seed=self._segment_seed())
+                    obs = self.env.reset()
+                    returns[:], lengths[:] = 0.0, 0
+            if self._stop_signal is not None:
+                self._checkpoint(obs)
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            progress.close()
+            logger.close()
+            self.env.close()
+        return last_eval
+
+    def _crossed(self, prev: int, every: int) -> bool:
+        return every > 0 and prev // every != self.env_steps // every
+
+    def _evaluate(self) -> dict[str, float]:
+        env = self.env_fn(num_envs=self.eval_episodes, seed=self.seed + 1_000_003 + self.env_steps)
+        try:
+            return evaluate(lambda o: self.agent.act(o, deterministic=self.eval_deterministic), env)
+        finally:
+            env.close()
+
+    def _accumulate(self, metrics: dict[str, float]) -> None:
+        for k, v in metrics.items():
+            self.window.setdefault(k, []).append(float(v))
+
+    def _flush_window(self) -> dict[str, float]:
+        means = {k: float(np.mean(v)) for k, v in self.window.items() if v}
+        self.window = {}
+        return means
+
+    def _check_finite(self, metrics: dict[str, float]) -> None:
+        bad = [k for k, v in metrics.items() if not math.isfinite(v)]
+        if bad:
+            raise NonFiniteLossError(
+                f"non-finite {bad[0]} = {metrics[bad[0]]} at env step {self.env_steps}; the last good checkpoint "
+                f"in {self.run_dir / 'checkpoints'} is kept; fix: lower the learning rate or check the rewards"
+            )
