@@ -169,5 +169,6 @@ class ReplayBuffer:
             if state[k].shape[1:] != v.shape[1:]:
                 raise ValueError(f"ReplayBuffer: checkpoint '{k}' has shape {tuple(state[k].shape)}")
             v[: state[k].shape[0]] = state[k]
+            v[state[k].shape[0]:] = 0  # rows past the checkpoint's fill must not keep this buffer's old data
         self.pos, self.size = int(state["pos"]), int(state["size"])
         self.generator.set_state(state["generator"])

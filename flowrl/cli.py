@@ -21,9 +21,14 @@ def run_main(main: Callable[[], int | None]) -> NoReturn:
     try:
         code = main() or 0
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_first_line(e)}", file=sys.stderr)
         code = 2
     except NonFiniteLossError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_first_line(e)}", file=sys.stderr)
         code = 1
     sys.exit(code)
+
+
+def _first_line(e: Exception) -> str:
+    # gin appends "In call to configurable ..." lines to exceptions raised inside configurables.
+    return str(e).splitlines()[0]

@@ -1,4 +1,4 @@
-"""A live progress display: a ``rich`` panel on a terminal, one plain line per report elsewhere (CI, log files)."""
+"""Progress: a live ``rich`` panel on a terminal, one plain line per report elsewhere (CI, log files, ``live=False``)."""
 
 from __future__ import annotations
 
@@ -20,16 +20,15 @@ def _duration(seconds: float) -> str:
 class Progress:
     """Shows env steps, steps/s, updates/s, the last eval return and the ETA."""
 
-    def __init__(self, total_steps: int, start_step: int = 0, enabled: bool = True, console: Optional[Console] = None):
+    def __init__(self, total_steps: int, start_step: int = 0, live: bool = True, console: Optional[Console] = None):
         self.console = console or Console(stderr=True)
         self.total, self.start_step = total_steps, start_step
         self.t0 = time.perf_counter()
         self.last_eval: Optional[float] = None
         self.live: Optional[Live] = None
-        if enabled and self.console.is_terminal:
+        if live and self.console.is_terminal:
             self.live = Live(self._table(start_step, 0), console=self.console, refresh_per_second=2)
             self.live.start()
-        self.enabled = enabled
 
     def _table(self, step: int, updates: int, extra: Optional[dict[str, float]] = None) -> Table:
         elapsed = max(time.perf_counter() - self.t0, 1e-9)
@@ -51,7 +50,7 @@ class Progress:
     def update(self, step: int, updates: int, extra: Optional[dict[str, float]] = None) -> None:
         if self.live is not None:
             self.live.update(self._table(step, updates, extra))
-        elif self.enabled:
+        else:
             elapsed = max(time.perf_counter() - self.t0, 1e-9)
             rate = (step - self.start_step) / elapsed
             eval_str = "-" if self.last_eval is None else f"{self.last_eval:.1f}"

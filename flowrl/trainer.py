@@ -46,6 +46,8 @@ class Trainer:
         updates_per_step: gradient updates per env step after warm-up (update-to-data ratio).
         eval_deterministic: evaluate from zero noise instead of the reference's fresh noise.
         compile: wrap the agent's networks in ``torch.compile``.
+        display: a live panel on a terminal (False: one plain progress line per log interval).
+        num_threads: torch's intra-op threads (0 keeps torch's default, one per core).
     """
 
     def __init__(
@@ -68,6 +70,7 @@ class Trainer:
         log_every: int = 1_000,
         compile: bool = False,
         display: bool = True,
+        num_threads: int = 0,
     ):
         self.run_dir, self.seed = Path(run_dir), seed
         self.device = resolve_device(device)
@@ -76,6 +79,8 @@ class Trainer:
         self.updates_per_step, self.batch_size = updates_per_step, batch_size
         self.eval_every, self.eval_episodes, self.eval_deterministic = eval_every, eval_episodes, eval_deterministic
         self.checkpoint_every, self.log_every, self.display = checkpoint_every, log_every, display
+        if num_threads > 0:
+            torch.set_num_threads(num_threads)
         torch.manual_seed(seed)
         np.random.seed(seed)
         self.env = env_fn(num_envs=num_envs, seed=seed)
@@ -128,10 +133,15 @@ class Trainer:
     def _request_stop(self, signum, _frame) -> None:
         self._stop_signal = signum
 
+    @property
+    def stopped(self) -> bool:
+        """Whether the last ``train`` call ended on Ctrl-C / SIGTERM (after writing a checkpoint)."""
+        return self._stop_signal is not None
+
     def train(self) -> dict[str, float]:
         """Run until ``total_steps``; returns the last evaluation. Ctrl-C / SIGTERM checkpoint and stop cleanly."""
         logger = MetricsLogger(self.run_dir, resume_step=self.env_steps if self.env_steps else None)
-        progress = Progress(self.total_steps, self.env_steps, enabled=self.display)
+        progress = Progress(self.total_steps, self.env_steps, live=self.display)
         previous = {s: signal.signal(s, self._request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
         last_eval: dict[str, float] = {}
         updates_done = 0
@@ -154,7 +164,7 @@ class Trainer:
                     returns[i], lengths[i] = 0.0, 0
                 returns[~step.valid], lengths[~step.valid] = 0.0, 0
 
-                if self.env_steps >= self.warmup_steps and len(self.buffer) > 0:
+                if self.env_steps > self.warmup_steps and len(self.buffer) > 0:
                     self.update_debt += self.updates_per_step * self.num_envs
                     while self.update_debt >= 1.0:
                         metrics = self.agent.update(self.buffer.sample(self.batch_size))

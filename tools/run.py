@@ -72,7 +72,7 @@ def main() -> int:
     with open(run_dir / "command.txt", "a") as f:
         f.write(shlex.join([sys.executable, *sys.argv]) + "\n")
     result = trainer.train()
-    if trainer._stop_signal is not None:
+    if trainer.stopped:
         print(f"stopped at env step {trainer.env_steps:,}; resume: python tools/run.py --resume {run_dir}", file=sys.stderr)
     elif result:
         print(f"done: {trainer.env_steps:,} env steps, eval return {result['return_mean']:.1f} "

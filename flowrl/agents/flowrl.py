@@ -181,8 +181,9 @@ class FlowRLAgent:
     def load_state_dict(self, state: dict) -> None:
         for k, m in self.modules().items():
             m.load_state_dict(state["networks"][k])
-        self.value_optimizer.load_state_dict(state["value_optimizer"])
-        self.policy_optimizer.load_state_dict(state["policy_optimizer"])
+        # Optimizer.load_state_dict keeps the given tensors: copy them so two live agents never share Adam moments.
+        self.value_optimizer.load_state_dict(copy.deepcopy(state["value_optimizer"]))
+        self.policy_optimizer.load_state_dict(copy.deepcopy(state["policy_optimizer"]))
         self.num_updates = int(state["num_updates"])
 
 

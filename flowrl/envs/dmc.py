@@ -46,18 +46,22 @@ def _split(name: str) -> tuple[str, str]:
 @functools.lru_cache(maxsize=None)
 def dm_control_spec(name: str) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
     """dm_control's observation keys (in order) and action bounds for ``name``."""
-    env = _load_dm_control(name, seed=0)
+    env = _load_dm_control(name, 0)
     spec = env.action_spec()
     return tuple(env.observation_spec().keys()), spec.minimum.astype(np.float64), spec.maximum.astype(np.float64)
 
 
-def _load_dm_control(name: str, seed: int):
+def _load_dm_control(name: str, seed: int, max_episode_steps: int = 1000):
     try:
         from dm_control import suite
     except ImportError as e:
         raise MissingDependencyError(f"dm_control is not installed ({e}); fix: pip install 'mujoco>=3.17,<4' dm_control") from e
     domain, task = _split(name)
-    return suite.load(domain, task, task_kwargs={"random": seed})
+    env = suite.load(domain, task, task_kwargs={"random": seed})
+    if max_episode_steps != 1000:  # the suite takes the limit in seconds of simulated time
+        limit = max_episode_steps * env.control_timestep()
+        env = suite.load(domain, task, task_kwargs={"random": seed, "time_limit": limit})
+    return env
 
 
 def _flatten(obs: dict, keys: tuple[str, ...], batch: int) -> np.ndarray:
@@ -68,7 +72,9 @@ def _flatten(obs: dict, keys: tuple[str, ...], batch: int) -> np.ndarray:
 class EnvpoolDMC:
     """``num_envs`` copies of a DMC task stepped in parallel by envpool's C++ thread pool (synchronous batches)."""
 
-    def __init__(self, name: str, num_envs: int = 1, seed: int = 0, num_threads: int = 0):
+    def __init__(
+        self, name: str, num_envs: int = 1, seed: int = 0, num_threads: int = 0, max_episode_steps: int = 1000
+    ):
         try:
             import envpool
         except ImportError as e:
@@ -78,7 +84,8 @@ class EnvpoolDMC:
             ) from e
         self.keys, self.low, self.high = dm_control_spec(name)
         self.env = envpool.make_gymnasium(
-            envpool_id(name), num_envs=num_envs, batch_size=num_envs, seed=seed, num_threads=num_threads
+            envpool_id(name), num_envs=num_envs, batch_size=num_envs, seed=seed, num_threads=num_threads,
+            max_episode_steps=max_episode_steps,
         )
         self.num_envs, self.act_dim = num_envs, len(self.low)
         self.obs_dim = int(sum(np.prod(self.env.observation_space[k].shape, dtype=int) for k in self.keys))
@@ -94,8 +101,9 @@ class EnvpoolDMC:
         valid = self._ends.valid()
         terminated, truncated = np.asarray(terminated, bool) & valid, np.asarray(truncated, bool) & valid
         self._ends.update(terminated, truncated)
-        return Step(_flatten(obs, self.keys, self.num_envs), np.asarray(reward, np.float32), terminated, truncated,
-                    valid)
+        # envpool repeats a stale reward on the autoreset step; the contract says 0 there.
+        reward = np.where(valid, np.asarray(reward, np.float32), np.float32(0.0))
+        return Step(_flatten(obs, self.keys, self.num_envs), reward, terminated, truncated, valid)
 
     def close(self) -> None:
         self.env.close()
@@ -105,8 +113,8 @@ class EnvpoolDMC:
 class DMControlVecEnv:
     """``num_envs`` plain dm_control environments stepped one after another in this process (no envpool)."""
 
-    def __init__(self, name: str, num_envs: int = 1, seed: int = 0):
-        self.envs = [_load_dm_control(name, seed=seed + i) for i in range(num_envs)]
+    def __init__(self, name: str, num_envs: int = 1, seed: int = 0, max_episode_steps: int = 1000):
+        self.envs = [_load_dm_control(name, seed + i, max_episode_steps) for i in range(num_envs)]
         self.keys, self.low, self.high = dm_control_spec(name)
         self.num_envs, self.act_dim = num_envs, len(self.low)
         spec = self.envs[0].observation_spec()
@@ -141,7 +149,7 @@ class DMControlVecEnv:
 def make_dmc(name: str, num_envs: int, seed: int, backend: Callable = EnvpoolDMC):
     """Build a DMC task with ``backend`` (``@EnvpoolDMC`` by default, ``@DMControlVecEnv`` without envpool)."""
     if name not in TASKS:
-        raise UserError(f"unknown DMC task '{name}'; known: {', '.join(TASKS)}")
+        raise UserError(f"unknown DMC task '{name}'; fix: use one of {', '.join(TASKS)}")
     if backend is EnvpoolDMC:
         try:
             import envpool  # noqa: F401

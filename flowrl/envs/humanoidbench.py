@@ -56,7 +56,7 @@ def _jax_stub(name: str) -> types.ModuleType:
         if attr.startswith("__"):
             raise AttributeError(attr)
         raise ModuleNotFoundError(f"{name}.{attr}: jax is not installed; HumanoidBench's hierarchical policies "
-                                  "need it: pip install 'jax[cpu]'")
+                                  "need it: pip install 'jax[cpu]'", name="jax")
 
     module = types.ModuleType(name)
     module.__getattr__ = __getattr__
@@ -101,7 +101,9 @@ def prepare() -> dict[str, Any]:
         hb = _import_humanoid_bench()
     except ModuleNotFoundError as e:
         if e.name is not None and e.name.split(".")[0] == "humanoid_bench":
-            raise MissingDependencyError(f"HumanoidBench is not installed (it is not on PyPI): {INSTALL}") from None
+            raise MissingDependencyError(
+                f"HumanoidBench is not installed (not on PyPI; --no-deps keeps its old pins out): {INSTALL}"
+            ) from None
         raise MissingDependencyError(
             f"HumanoidBench cannot import '{e.name}': install the package that provides it (HumanoidBench itself "
             "goes in with --no-deps, so its other imports are not pulled in)"
@@ -113,9 +115,14 @@ def prepare() -> dict[str, Any]:
         from dm_control.mujoco.wrapper.mjbindings import sizes
 
         dmc_sizes.array_sizes = sizes.array_sizes
-    # Its default render_mode="rgb_array" opens an OpenGL context at construction, which fails headless.
-    default = inspect.signature(hb.env.HumanoidEnv.__init__).parameters["render_mode"].default
-    return {} if default is None else {"render_mode": None}
+    return render_kwargs(hb.env.HumanoidEnv)
+
+
+def render_kwargs(env_cls: type) -> dict[str, Any]:
+    """``{"render_mode": None}`` when ``env_cls`` renders by default (HumanoidBench's ``"rgb_array"`` opens an OpenGL
+    context at construction, which fails headless); ``{}`` when it already defaults to no rendering."""
+    param = inspect.signature(env_cls.__init__).parameters.get("render_mode")
+    return {} if param is None or param.default is None else {"render_mode": None}
 
 
 def make_humanoidbench(gym_id: str) -> Any:

@@ -37,6 +37,10 @@ def make_env(task: str = gin.REQUIRED, num_envs: int = 1, seed: int = 0) -> VecE
     """Build ``num_envs`` parallel copies of ``task`` (``family/name``), seeded with ``seed``."""
     _load_families()
     family, _, name = task.partition("/")
-    if family not in _FAMILIES or name not in _FAMILIES[family][1]():
-        raise UserError(f"unknown task '{task}'; known tasks: {', '.join(known_tasks())}")
+    if family not in _FAMILIES:
+        raise UserError(f"unknown task family in '{task}'; fix: name a task family/name, e.g. dmc/humanoid-run "
+                        f"(known families: {', '.join(sorted(_FAMILIES))})")
+    known = _FAMILIES[family][1]()
+    if name not in known:
+        raise UserError(f"unknown task '{task}'; fix: use one of {', '.join(f'{family}/{n}' for n in known)}")
     return _FAMILIES[family][0](name, num_envs, seed)

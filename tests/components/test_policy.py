@@ -114,6 +114,12 @@ def test_sample_is_reparameterised_and_matches_the_manual_chain():
     expected = low + (torch.tanh(x1) + 1) / 2 * (high - low)
     torch.testing.assert_close(policy.sample(obs, noise), expected)
     torch.testing.assert_close(policy.to_unit(policy.sample(obs, noise)), torch.tanh(x1))
+    # The gradient is that of the whole chain, through both velocity passes (nothing detached inside the solver).
+    params = list(v.parameters())
+    g_manual = torch.autograd.grad(expected.square().sum(), params)
+    g_policy = torch.autograd.grad(policy.sample(obs, noise).square().sum(), params)
+    for a, b in zip(g_policy, g_manual):
+        torch.testing.assert_close(a, b)
 
 
 def test_deterministic_act_is_repeatable_and_uses_zero_noise():

@@ -1,0 +1,20 @@
+"""Shared test set-up: the repository root on sys.path and small helpers."""
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    # Two cores are shared with envpool's threads and other tests: one intra-op thread keeps timings sane.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

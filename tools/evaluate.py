@@ -1,0 +1,50 @@
+"""Evaluate a run's checkpoint: ``python tools/evaluate.py RUN_DIR [--checkpoint step_000050000.pt] [--episodes 10]``.
+
+Rebuilds the agent and the task from the run's own ``config.gin``, loads the networks, and reports the return (and
+the success rate where the task reports one) over N episodes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import gin  # noqa: E402
+
+from flowrl.checkpoint import latest_checkpoint, load_checkpoint  # noqa: E402
+from flowrl.cli import OneLineParser, run_main  # noqa: E402
+from flowrl.config import parse  # noqa: E402
+from flowrl.evaluation import evaluate  # noqa: E402
+from flowrl.trainer import resolve_device  # noqa: E402
+
+
+def main() -> int:
+    p = OneLineParser(prog="tools/evaluate.py", description=__doc__.splitlines()[0])
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--checkpoint", help="file name inside RUN_DIR/checkpoints (default: the newest)")
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--deterministic", action="store_true", help="integrate from zero noise")
+    p.add_argument("--seed", type=int, default=12345)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    args = p.parse_args()
+
+    path = args.run_dir / "checkpoints" / args.checkpoint if args.checkpoint else latest_checkpoint(args.run_dir)
+    state = load_checkpoint(path)
+    parse([str(args.run_dir / "config.gin")])
+    env = gin.query_parameter("Trainer.env_fn").scoped_configurable_fn(num_envs=args.episodes, seed=args.seed)
+    agent_fn = gin.query_parameter("Trainer.agent").scoped_configurable_fn
+    agent = agent_fn(env.obs_dim, env.act_dim, device=resolve_device(args.device))
+    agent.load_state_dict(state["agent"])
+    try:
+        result = evaluate(lambda o: agent.act(o, deterministic=args.deterministic), env)
+    finally:
+        env.close()
+    print(json.dumps({"checkpoint": str(path), "env_steps": state["env_steps"], "episodes": args.episodes, **result}))
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)
