@@ -6,6 +6,7 @@ from typing import Iterable
 
 import gin
 import torch
+from einops import reduce
 from torch import nn
 
 from components.ensemble import EnsembleMLP
@@ -48,13 +49,13 @@ class ValueNetwork(nn.Module):
 @gin.configurable
 def min_aggregate(values: torch.Tensor) -> torch.Tensor:
     """Pessimistic aggregate over members: ``(E, B, 1) -> (B, 1)``."""
-    return values.min(dim=0).values
+    return reduce(values, "e b 1 -> b 1", "min")
 
 
 @gin.configurable
 def mean_aggregate(values: torch.Tensor) -> torch.Tensor:
     """Mean over members: ``(E, B, 1) -> (B, 1)``."""
-    return values.mean(dim=0)
+    return reduce(values, "e b 1 -> b 1", "mean")
 
 
 @gin.configurable

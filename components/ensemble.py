@@ -9,7 +9,6 @@ import math
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import nn
 
 
@@ -25,11 +24,9 @@ class EnsembleLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 2:
-            # A shared input is one wide matmul against all members' weights side by side.
-            e = self.weight.shape[0]
-            wide = rearrange(self.weight, "e i o -> i (e o)")
-            out = torch.addmm(rearrange(self.bias, "e 1 o -> 1 (e o)"), x, wide)
-            return rearrange(out, "b (e o) -> e b o", e=e)
+            # A shared input is broadcast (a view, no copy) so the weights are used in place: no per-call weight
+            # re-layout, which would also defeat autocast's cache of low-precision weight copies.
+            x = x.expand(self.weight.shape[0], *x.shape)
         return torch.baddbmm(self.bias, x, self.weight)
 
 

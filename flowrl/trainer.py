@@ -46,6 +46,7 @@ class Trainer:
         updates_per_step: gradient updates per env step after warm-up (update-to-data ratio).
         eval_deterministic: evaluate from zero noise instead of the reference's fresh noise.
         compile: wrap the agent's networks in ``torch.compile``.
+        bf16_autocast: run updates under bfloat16 autocast (the reference's GPU setting; faster on recent CPUs).
         display: a live panel on a terminal (False: one plain progress line per log interval).
         num_threads: torch's intra-op threads (0 keeps torch's default, one per core).
     """
@@ -69,6 +70,7 @@ class Trainer:
         checkpoint_every: int = 50_000,
         log_every: int = 1_000,
         compile: bool = False,
+        bf16_autocast: bool = False,
         display: bool = True,
         num_threads: int = 0,
     ):
@@ -84,7 +86,8 @@ class Trainer:
         torch.manual_seed(seed)
         np.random.seed(seed)
         self.env = env_fn(num_envs=num_envs, seed=seed)
-        self.agent = agent(self.env.obs_dim, self.env.act_dim, device=self.device)
+        amp_dtype = torch.bfloat16 if bf16_autocast else None
+        self.agent = agent(self.env.obs_dim, self.env.act_dim, device=self.device, amp_dtype=amp_dtype)
         if compile:
             for module in self.agent.modules().values():
                 module.compile()

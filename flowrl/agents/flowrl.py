@@ -41,6 +41,8 @@ class FlowRLAgent:
         regularizer: ``(policy, RegularizerInputs) -> (loss, info)``.
         aggregate: ensemble reduction ``(E, B, 1) -> (B, 1)`` for targets and the policy objective.
         device: where the networks live (chosen by the runner).
+        amp_dtype: run the update under ``torch.autocast`` in this dtype (``torch.bfloat16``, as the reference does
+            on GPUs; also about 1.5x faster on CPUs with AVX512-BF16); None keeps float32 throughout.
 
     Example::
 
@@ -64,8 +66,10 @@ class FlowRLAgent:
         policy_delay: int = 2,
         target_tau: float = 0.95,
         device: torch.device | str = "cpu",
+        amp_dtype: torch.dtype | None = None,
     ):
         self.device = torch.device(device)
+        self.amp_dtype = amp_dtype
         self.policy = policy(obs_dim, act_dim).to(self.device)
         self.critic = critic(obs_dim, act_dim).to(self.device)
         self.behaviour_critic = critic(obs_dim, act_dim).to(self.device)
@@ -136,6 +140,10 @@ class FlowRLAgent:
         return dict(zip(keys, values))
 
     def _update(self, batch: Batch) -> Info:
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+            return self._update_fp(batch)
+
+    def _update_fp(self, batch: Batch) -> Info:
         self.num_updates += 1
         (q_loss, q_info), (b_loss, b_info), (v_loss, v_info) = (
             self.critic_loss(batch), self.behaviour_critic_loss(batch), self.value_loss(batch),
@@ -188,5 +196,5 @@ class FlowRLAgent:
 
 
 def _fast_adam(device: torch.device) -> dict:
-    # Fused Adam is one kernel per step on CUDA; the multi-tensor path is the fastest on CPU.
-    return {"fused": True} if device.type == "cuda" else {"foreach": True}
+    # Fused Adam is one kernel per parameter group, on CUDA and (since torch 2.4) on CPU.
+    return {"fused": True} if device.type in ("cuda", "cpu") else {"foreach": True}
