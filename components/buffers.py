@@ -78,12 +78,13 @@ class ReplayBuffer:
         self.valid = torch.zeros(shape, dtype=torch.bool)
         self.pos = 0  # next row to write
         self.size = 0  # rows written, at most self.rows
+        self._num_valid = 0  # valid rows stored, kept so len() is O(1)
 
     def __len__(self) -> int:
         """Number of sampleable transitions (valid rows whose next observation is stored)."""
         if self.size < 2:
             return 0
-        return int(self.valid.sum()) - int(self.valid[(self.pos - 1) % self.rows].sum())
+        return self._num_valid - int(self.valid[(self.pos - 1) % self.rows].sum())
 
     @property
     def nbytes(self) -> int:
@@ -103,12 +104,14 @@ class ReplayBuffer:
         ``valid[i] = False`` marks a row that is not a transition (the reset step after an episode end).
         """
         p = self.pos
+        overwritten = int(self.valid[p].sum()) if self.size == self.rows else 0
         self.obs[p] = _t(obs, torch.float32)
         self.action[p] = _t(action, torch.float32)
         self.reward[p] = _t(reward, torch.float32).reshape(self.num_envs)
         self.terminated[p] = _t(terminated, torch.bool).reshape(self.num_envs)
         self.truncated[p] = _t(truncated, torch.bool).reshape(self.num_envs)
         self.valid[p] = True if valid is None else _t(valid, torch.bool).reshape(self.num_envs)
+        self._num_valid += int(self.valid[p].sum()) - overwritten
         self.pos = (p + 1) % self.rows
         self.size = min(self.size + 1, self.rows)
 
@@ -119,7 +122,7 @@ class ReplayBuffer:
 
     def sample(self, batch_size: int) -> Batch:
         """Draw ``batch_size`` stored transitions (only valid rows whose successor is stored)."""
-        if len(self) == 0:
+        if self.size < 2:
             raise RuntimeError("ReplayBuffer.sample: the buffer holds no complete transition yet")
         rows, envs = self._draw(batch_size)
         for _ in range(100):
@@ -130,15 +133,17 @@ class ReplayBuffer:
             rows[bad], envs[bad] = r, e
         else:
             raise RuntimeError("ReplayBuffer.sample: could not draw valid transitions (almost all rows invalid)")
-        nxt = (rows + 1) % self.rows
-        to = lambda x: x.to(self.device, non_blocking=True)  # noqa: E731
+        flat = rows * self.num_envs + envs
+        nxt = (flat + self.num_envs) % (self.rows * self.num_envs)
+        # index_select on flat views is several times faster than two-axis advanced indexing.
+        take = lambda x, i: x.flatten(0, 1).index_select(0, i).to(self.device, non_blocking=True)  # noqa: E731
         return Batch(
-            obs=to(self.obs[rows, envs]),
-            action=to(self.action[rows, envs]),
-            reward=to(self.reward[rows, envs].unsqueeze(-1)),
-            next_obs=to(self.obs[nxt, envs]),
-            terminated=to(self.terminated[rows, envs].float().unsqueeze(-1)),
-            truncated=to(self.truncated[rows, envs].float().unsqueeze(-1)),
+            obs=take(self.obs, flat),
+            action=take(self.action, flat),
+            reward=take(self.reward, flat).unsqueeze(-1),
+            next_obs=take(self.obs, nxt),
+            terminated=take(self.terminated, flat).float().unsqueeze(-1),
+            truncated=take(self.truncated, flat).float().unsqueeze(-1),
         )
 
     def _tensors(self) -> dict[str, torch.Tensor]:
@@ -171,4 +176,5 @@ class ReplayBuffer:
             v[: state[k].shape[0]] = state[k]
             v[state[k].shape[0]:] = 0  # rows past the checkpoint's fill must not keep this buffer's old data
         self.pos, self.size = int(state["pos"]), int(state["size"])
+        self._num_valid = int(self.valid.sum())
         self.generator.set_state(state["generator"])

@@ -1,4 +1,5 @@
-"""Measurement kernels for ``tools/bench.py``: timing, FLOP counting, the update / act / buffer / env benchmarks.
+"""Measurement kernels for ``tools/bench.py``: timing, FLOP counting, the update / act / buffer / env benchmarks,
+and the summaries of learning runs.
 
 Every function returns plain numbers (seconds, counts, bytes) for the tool to print as tables and JSON; nothing here
 prints or parses flags. Timings are medians of ``repeats`` after ``warmup`` calls, so one slow repeat on a shared
@@ -13,6 +14,7 @@ import platform
 import statistics
 import time
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -26,6 +28,8 @@ from components.policy import FlowPolicy
 from components.samplers import RecentMixSampler
 from components.velocity import MLPVelocity
 from flowrl.agents.flowrl import FlowRLAgent
+from flowrl.errors import UserError
+from flowrl.logger import read_metrics
 
 HUMANOID_RUN = (67, 21)  # (obs_dim, act_dim) of dmc/humanoid-run
 DOG_RUN = (223, 38)  # (obs_dim, act_dim) of dmc/dog-run
@@ -283,3 +287,28 @@ def envpool_async_stepper(task_id: str, num_envs: int, seed: int = 0) -> tuple[C
         return len(ids)
 
     return step, env.close
+
+
+# -------------------------------------------------------------------------------------------------------- learn
+def file_wall_clock(run_dir: Path) -> dict:
+    """A finished run's wall clock from file times: ``config.gin`` (written at the start) to the last metrics line."""
+    metrics, config = Path(run_dir) / "metrics.jsonl", Path(run_dir) / "config.gin"
+    if not metrics.is_file():
+        raise UserError(f"'{run_dir}' has no metrics.jsonl; fix: pass run folders written by tools/run.py")
+    wall = metrics.stat().st_mtime - config.stat().st_mtime if config.is_file() else None
+    return {"wall_s": wall, "wall_from": "file times", "last_step": last_step(run_dir)}
+
+
+def last_step(run_dir: Path) -> int:
+    """The last env step a run logged (0 when it logged nothing)."""
+    return max((r["step"] for r in read_metrics(run_dir)), default=0)
+
+
+def eval_curve(dirs: list[Path], metric: str = "eval/return_mean") -> list[dict]:
+    """Mean, standard deviation and number of runs of ``metric`` at every step any run logged it."""
+    per_run = [{r["step"]: r[metric] for r in read_metrics(d) if r.get(metric) is not None} for d in dirs]
+    curve = []
+    for step in sorted(set().union(*per_run)):
+        values = np.array([run[step] for run in per_run if step in run])
+        curve.append({"step": step, "mean": float(values.mean()), "std": float(values.std()), "n": len(values)})
+    return curve

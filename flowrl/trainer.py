@@ -40,7 +40,8 @@ class Trainer:
     """Trains an agent on a task. ``env_steps`` counts transitions over all parallel envs.
 
     Args:
-        agent: factory ``(obs_dim, act_dim, device=...) -> agent`` with ``act``, ``update``, ``state_dict``.
+        agent: factory ``(obs_dim, act_dim, device=, amp_dtype=) -> agent`` with ``act``, ``update``, ``state_dict``
+            and ``compile``.
         buffer: factory ``(obs_dim, act_dim, num_envs=, device=, seed=) -> ReplayBuffer``.
         env_fn: factory ``(num_envs=, seed=) -> VecEnv`` (``make_env`` with ``make_env.task`` bound).
         updates_per_step: gradient updates per env step after warm-up (update-to-data ratio).
@@ -89,8 +90,7 @@ class Trainer:
         amp_dtype = torch.bfloat16 if bf16_autocast else None
         self.agent = agent(self.env.obs_dim, self.env.act_dim, device=self.device, amp_dtype=amp_dtype)
         if compile:
-            for module in self.agent.modules().values():
-                module.compile()
+            self.agent.compile()
         self.buffer = buffer(self.env.obs_dim, self.env.act_dim, num_envs=num_envs, device=self.device, seed=seed)
         self.rng = np.random.default_rng(seed)
         self.env_steps, self.segment, self.update_debt = 0, 0, 0.0

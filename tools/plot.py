@@ -64,7 +64,7 @@ def main() -> int:
         steps = sorted(set.intersection(*(set(s.tolist()) for s, _ in curves)))
         values = np.stack([[dict(zip(s.tolist(), v))[x] for x in steps] for s, v in curves])
         mean, std = values.mean(0), values.std(0)
-        ax.plot(steps, mean, label=label(runs))
+        ax.plot(steps, mean, marker="o", markersize=3, label=label(runs))
         ax.fill_between(steps, mean - std, mean + std, alpha=0.25)
     ax.set_xlabel("env steps")
     ax.set_ylabel(args.metric)

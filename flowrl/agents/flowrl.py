@@ -170,6 +170,12 @@ class FlowRLAgent:
             obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
             return self.policy.act(obs_t, deterministic=deterministic).cpu().numpy()
 
+    def compile(self) -> None:
+        """``torch.compile`` every network's forward (the velocity net, the critics and their targets, the value)."""
+        for module in (self.policy.velocity, self.critic, self.critic_target, self.behaviour_critic,
+                       self.behaviour_target, self.value):
+            module.compile()
+
     # -------------------------------------------------------------------------------------------------- checkpoint
     def modules(self) -> dict[str, nn.Module]:
         return {

@@ -226,8 +226,13 @@ def test_deterministic_from_seed():
 def test_smoke_training_on_h1_walk(tmp_path):
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "tools/run.py", "--gin", "gin/humanoidbench/h1_walk.gin", "--gin", "gin/smoke.gin",
-           "--run-dir", str(run_dir), "--no-display"]
+           "--run-dir", str(run_dir), "--no-display", "--bind", "Trainer.num_threads = 1"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, textwrap.shorten(proc.stderr[-3000:], 3000)
     metrics = run_dir / "metrics.jsonl"
     assert metrics.exists() and metrics.read_text().strip()
+    from flowrl.logger import read_metrics
+
+    records = read_metrics(run_dir)
+    assert [r["step"] for r in records if "eval/return_mean" in r] == [1000, 2000]
+    assert any("train/episode_return" in r for r in records) and any("critic/loss" in r for r in records)
