@@ -87,11 +87,12 @@ class Trainer:
         torch.manual_seed(seed)
         np.random.seed(seed)
         self.env = env_fn(num_envs=num_envs, seed=seed)
+        self.obs_dim, self.act_dim = self.env.obs_dim, self.env.act_dim
         amp_dtype = torch.bfloat16 if bf16_autocast else None
-        self.agent = agent(self.env.obs_dim, self.env.act_dim, device=self.device, amp_dtype=amp_dtype)
+        self.agent = agent(self.obs_dim, self.act_dim, device=self.device, amp_dtype=amp_dtype)
         if compile:
             self.agent.compile()
-        self.buffer = buffer(self.env.obs_dim, self.env.act_dim, num_envs=num_envs, device=self.device, seed=seed)
+        self.buffer = buffer(self.obs_dim, self.act_dim, num_envs=num_envs, device=self.device, seed=seed)
         self.rng = np.random.default_rng(seed)
         self.env_steps, self.segment, self.update_debt = 0, 0, 0.0
         self.window: dict[str, list[float]] = {}
@@ -119,8 +120,7 @@ class Trainer:
         self.buffer.load_state_dict(state["buffer"])
         set_rng_state(state["rng"]["global"])
         self.rng.bit_generator.state = state["rng"]["trainer"]
-        self.env.close()
-        self.env = self.env_fn(num_envs=self.num_envs, seed=self._segment_seed())
+        self._close_env()  # the next train() starts this segment's envs
 
     def _segment_seed(self) -> int:
         return self.seed + 10_007 * self.segment
@@ -128,9 +128,15 @@ class Trainer:
     def _checkpoint(self, obs: np.ndarray) -> None:
         # Close every stream: the current observation becomes the final row of the interrupted episodes.
         zeros = np.zeros(self.num_envs)
-        self.buffer.add(obs, np.zeros((self.num_envs, self.env.act_dim)), zeros, zeros, zeros, valid=zeros.astype(bool))
+        self.buffer.add(obs, np.zeros((self.num_envs, self.act_dim)), zeros, zeros, zeros, valid=zeros.astype(bool))
         self.segment += 1
         save_checkpoint(self.run_dir, self.env_steps, self.state_dict())
+        self._close_env()
+
+    def _close_env(self) -> None:
+        if self.env is not None:
+            self.env.close()
+            self.env = None
 
     # ---------------------------------------------------------------------------------------------------- loop
     def _request_stop(self, signum, _frame) -> None:
@@ -149,11 +155,13 @@ class Trainer:
         last_eval: dict[str, float] = {}
         updates_done = 0
         try:
+            if self.env is None:
+                self.env = self.env_fn(num_envs=self.num_envs, seed=self._segment_seed())
             obs = self.env.reset()
             returns, lengths = np.zeros(self.num_envs), np.zeros(self.num_envs, dtype=np.int64)
             while self.env_steps < self.total_steps and self._stop_signal is None:
                 if self.env_steps < self.warmup_steps:
-                    action = self.rng.uniform(-1.0, 1.0, (self.num_envs, self.env.act_dim))
+                    action = self.rng.uniform(-1.0, 1.0, (self.num_envs, self.act_dim))
                 else:
                     action = self.agent.act(obs)
                 step = self.env.step(action)
@@ -186,7 +194,8 @@ class Trainer:
                     progress.update(self.env_steps, updates_done)
                 if self._crossed(prev_steps, self.checkpoint_every) or self.env_steps >= self.total_steps:
                     self._checkpoint(obs)
-                    self.env.close()
+                    if self.env_steps >= self.total_steps:
+                        break
                     self.env = self.env_fn(num_envs=self.num_envs, seed=self._segment_seed())
                     obs = self.env.reset()
                     returns[:], lengths[:] = 0.0, 0
@@ -197,7 +206,7 @@ class Trainer:
                 signal.signal(s, handler)
             progress.close()
             logger.close()
-            self.env.close()
+            self._close_env()
         return last_eval
 
     def _crossed(self, prev: int, every: int) -> bool:

@@ -1,6 +1,6 @@
-"""Benchmarks: ``python tools/bench.py {update,act,env,buffer,learn} [--quick] [--json FILE] [--threads N]``.
+"""Benchmarks: ``python tools/bench.py {update,act,env,buffer,loop,learn} [--quick] [--json FILE] [--threads N]``.
 
-``update``: FlowRL updates/s at the paper's configuration on humanoid-run sizes (fp32 / bf16 autocast, eager /
+``loop``: the runner's learning-phase env steps/s on cheetah-run. ``update``: FlowRL updates/s at the paper's configuration on humanoid-run sizes (fp32 / bf16 autocast, eager /
 compiled, hidden 512 and 256), achieved GFLOP/s next to this machine's dense matmul GFLOP/s, and a per-loss breakdown.
 ``act``: action latency per integrator and step count. ``env``: env steps/s of dm_control, envpool (sync and async)
 and HumanoidBench. ``buffer``: memory of a 1M-transition dog-run replay buffer, insert and sample rates. ``learn``:
@@ -299,6 +299,39 @@ def _plot(dirs: list[Path], png: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------- cli
+def cmd_loop(args: argparse.Namespace, console: Console) -> dict:
+    """Learning-phase env steps/s of the real runner (env stepping serial with updates) on DMC cheetah-run at the
+    paper's configuration, fp32 and bf16 autocast: the Trainer runs its warm-up, then K more steps are timed."""
+    from flowrl.config import parse
+    from flowrl.trainer import Trainer
+
+    warmup, steps = (200, 60) if args.quick else (1000, 600)
+    base = ["Trainer.eval_every = 0", "Trainer.checkpoint_every = 0", "Trainer.log_every = 0",
+            "Trainer.display = False", "Trainer.eval_episodes = 1", "ReplayBuffer.capacity = 100000",
+            f"Trainer.warmup_steps = {warmup}", f"Trainer.total_steps = {warmup}"]  # fmt: skip
+    if args.quick:
+        base += ["MLPVelocity.hidden = 32", "QEnsemble.hidden = 32", "ValueNetwork.hidden = 32"]
+    rows, results = [], {}
+    variants = [("fp32", []), ("bf16 autocast", ["Trainer.bf16_autocast = True"])]
+    if args.compile if args.compile is not None else not args.quick:
+        variants += [("bf16 autocast, compiled", ["Trainer.bf16_autocast = True", "Trainer.compile = True"])]
+    for name, extra in variants:
+        parse(["gin/flowrl_cheetah_run.gin"], base + extra)
+        with tempfile.TemporaryDirectory() as tmp:
+            trainer = Trainer(run_dir=Path(tmp), device="cpu", num_threads=torch.get_num_threads())
+            trainer.total_steps = warmup + 20
+            trainer.train()  # warm-up (random actions) and 20 updates, which also compile where asked
+            trainer.total_steps += steps
+            start = time.perf_counter()
+            trainer.train()  # includes one 1-episode evaluation at the end (about 1% of the time)
+            rate = steps / (time.perf_counter() - start)
+        results[name] = {"env_steps_per_s": rate, "timed_steps": steps}
+        rows.append([name, rate, steps])
+    console.print(table("learning-phase env steps/s, cheetah-run, paper config (hidden 512, batch 256)",
+                        ["precision", "env steps/s", "timed steps"], rows))
+    return {"loop": results}
+
+
 def build_parser() -> OneLineParser:
     """The parser: one subcommand per benchmark, each with --quick, --json and --threads."""
     common = OneLineParser(add_help=False)
@@ -308,13 +341,13 @@ def build_parser() -> OneLineParser:
     p = OneLineParser(prog="tools/bench.py", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     for name, fn in (("update", cmd_update), ("act", cmd_act), ("env", cmd_env), ("buffer", cmd_buffer),
-                     ("learn", cmd_learn)):
+                     ("loop", cmd_loop), ("learn", cmd_learn)):
         s = sub.add_parser(name, parents=[common], help=fn.__doc__, description=fn.__doc__)
         s.set_defaults(func=fn)
-    update = sub.choices["update"]
-    update.add_argument("--compile", action=argparse.BooleanOptionalAction,
-                        help="time the torch.compile variants (default: yes, but no with --quick: compiling takes "
-                             "about 40 s)")
+    for name in ("update", "loop"):
+        sub.choices[name].add_argument(
+            "--compile", action=argparse.BooleanOptionalAction,
+            help="time the torch.compile variants (default: yes, but no with --quick: compiling takes about 40 s)")
     learn = sub.choices["learn"]
     learn.add_argument("--gin", action="append", default=[], metavar="FILE", help=f"task config (default: {LEARN_GIN})")
     learn.add_argument("--bind", action="append", default=[], metavar="BINDING", help="extra gin binding for every run")

@@ -80,6 +80,12 @@ def test_buffer_memory_is_close_to_one_float32_copy(tmp_path):
                                "sample_per_s_recent_mix"}
 
 
+def test_loop_times_the_real_runner_after_warmup(tmp_path):
+    r = bench("loop", tmp_path=tmp_path)
+    assert set(r["loop"]) == {"fp32", "bf16 autocast"}  # --quick skips the compiled variant
+    assert all(v["env_steps_per_s"] > 0 and v["timed_steps"] == 60 for v in r["loop"].values())
+
+
 def test_learn_runs_a_seed_and_summarises_it(tmp_path):
     r = bench("learn", "--out", str(tmp_path / "learn"), tmp_path=tmp_path)
     assert [c["step"] for c in r["curve"]] == [300, 600]
