@@ -1,7 +1,7 @@
 """Plot learning curves: ``python tools/plot.py RUN_DIR [RUN_DIR ...] [--out curves.png] [--metric eval/return_mean]``.
 
 Runs that share a config (the same ``config.gin`` apart from the seed) are grouped: their mean is drawn with a band
-of one standard deviation across seeds. Each group is labelled with the task and the run folders' common prefix.
+of one standard deviation across seeds (at each step, over the seeds that reached it). Each group is labelled with the task and the run folders' common prefix.
 """
 
 from __future__ import annotations
@@ -60,10 +60,14 @@ def main() -> int:
         groups[group_key(run)].append(run)
     fig, ax = plt.subplots(figsize=(6, 4))
     for runs in groups.values():
-        curves = [curve(r, args.metric) for r in runs]
-        steps = sorted(set.intersection(*(set(s.tolist()) for s, _ in curves)))
-        values = np.stack([[dict(zip(s.tolist(), v))[x] for x in steps] for s, v in curves])
-        mean, std = values.mean(0), values.std(0)
+        # Each step averages the seeds that reached it, so a seed still running does not cut the others' curves.
+        by_step: dict[int, list[float]] = defaultdict(list)
+        for s, v in (curve(r, args.metric) for r in runs):
+            for x, y in zip(s.tolist(), v.tolist()):
+                by_step[x].append(y)
+        steps = sorted(by_step)
+        mean = np.array([np.mean(by_step[x]) for x in steps])
+        std = np.array([np.std(by_step[x]) for x in steps])
         ax.plot(steps, mean, marker="o", markersize=3, label=label(runs))
         ax.fill_between(steps, mean - std, mean + std, alpha=0.25)
     ax.set_xlabel("env steps")
