@@ -12,6 +12,7 @@ from flowrl.errors import UserError
 TASK_CONFIGS = sorted(p.relative_to(REPO_ROOT) for p in (REPO_ROOT / "gin").rglob("*.gin")
                       if p.parent.name not in {"ablations", "bench"} and p.name != "smoke.gin")
 OVERLAYS = sorted(p.relative_to(REPO_ROOT) for p in (REPO_ROOT / "gin" / "ablations").glob("*.gin"))
+OTHER_OVERLAYS = sorted(p.relative_to(REPO_ROOT) for p in (REPO_ROOT / "gin" / "bench").glob("*.gin"))
 
 
 def build_agent() -> FlowRLAgent:
@@ -82,3 +83,10 @@ def test_bad_bindings_are_one_line_user_errors(binding, needle):
 def test_missing_gin_file_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="not found"):
         parse([str(tmp_path / "absent.gin")])
+
+
+@pytest.mark.parametrize("overlay", OTHER_OVERLAYS + OVERLAYS, ids=str)
+def test_every_overlay_composes_with_every_family(overlay):
+    for task in ("gin/flowrl_cheetah_run.gin", "gin/humanoidbench/h1_walk.gin"):
+        parse([task, str(overlay)])
+        assert build_agent() is not None

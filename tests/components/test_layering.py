@@ -1,0 +1,29 @@
+"""components/ stands alone: it imports torch, einops, gin (and the standard library), never flowrl."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+ALLOWED = {"torch", "einops", "gin", "numpy", "components", "__future__", "copy", "dataclasses", "math", "typing"}
+
+
+def imported_roots(path: Path) -> set[str]:
+    roots = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            roots |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+def test_components_import_only_torch_einops_gin():
+    for path in sorted((ROOT / "components").glob("*.py")):
+        assert imported_roots(path) <= ALLOWED, (path.name, imported_roots(path) - ALLOWED)
+
+
+def test_components_import_without_loading_flowrl():
+    code = "import sys, components; assert not any(m.split('.')[0] == 'flowrl' for m in sys.modules), 'flowrl loaded'"
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
