@@ -160,30 +160,9 @@ class Trainer:
             obs = self.env.reset()
             returns, lengths = np.zeros(self.num_envs), np.zeros(self.num_envs, dtype=np.int64)
             while self.env_steps < self.total_steps and self._stop_signal is None:
-                if self.env_steps < self.warmup_steps:
-                    action = self.rng.uniform(-1.0, 1.0, (self.num_envs, self.act_dim))
-                else:
-                    action = self.agent.act(obs)
-                step = self.env.step(action)
-                self.buffer.add(obs, action, step.reward, step.terminated, step.truncated, step.valid)
-                obs = step.obs
-                prev_steps, self.env_steps = self.env_steps, self.env_steps + self.num_envs
-                returns += np.where(step.valid, step.reward, 0.0)
-                lengths += step.valid
-                for i in np.flatnonzero(step.valid & (step.terminated | step.truncated)):
-                    self._accumulate({"train/episode_return": returns[i], "train/episode_length": lengths[i]})
-                    returns[i], lengths[i] = 0.0, 0
-                returns[~step.valid], lengths[~step.valid] = 0.0, 0
-
-                if self.env_steps > self.warmup_steps and len(self.buffer) > 0:
-                    self.update_debt += self.updates_per_step * self.num_envs
-                    while self.update_debt >= 1.0:
-                        metrics = self.agent.update(self.buffer.sample(self.batch_size))
-                        self._check_finite(metrics)
-                        self._accumulate(metrics)
-                        self.update_debt -= 1.0
-                        updates_done += 1
-
+                prev_steps = self.env_steps
+                obs = self._collect(obs, returns, lengths)
+                updates_done += self._learn()
                 if self._crossed(prev_steps, self.log_every):
                     logger.log(self.env_steps, self._flush_window())
                     progress.update(self.env_steps, updates_done)
@@ -208,6 +187,37 @@ class Trainer:
             logger.close()
             self._close_env()
         return last_eval
+
+    def _collect(self, obs: np.ndarray, returns: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """One vector step: act (uniformly at random during warm-up), store it, count episodes; returns next obs."""
+        if self.env_steps < self.warmup_steps:
+            action = self.rng.uniform(-1.0, 1.0, (self.num_envs, self.act_dim))
+        else:
+            action = self.agent.act(obs)
+        step = self.env.step(action)
+        self.buffer.add(obs, action, step.reward, step.terminated, step.truncated, step.valid)
+        self.env_steps += self.num_envs
+        returns += np.where(step.valid, step.reward, 0.0)
+        lengths += step.valid
+        for i in np.flatnonzero(step.valid & (step.terminated | step.truncated)):
+            self._accumulate({"train/episode_return": returns[i], "train/episode_length": lengths[i]})
+            returns[i], lengths[i] = 0.0, 0
+        returns[~step.valid], lengths[~step.valid] = 0.0, 0
+        return step.obs
+
+    def _learn(self) -> int:
+        """The updates this step owes after warm-up (``updates_per_step`` per env step); returns how many ran."""
+        if self.env_steps <= self.warmup_steps or len(self.buffer) == 0:
+            return 0
+        self.update_debt += self.updates_per_step * self.num_envs
+        done = 0
+        while self.update_debt >= 1.0:
+            metrics = self.agent.update(self.buffer.sample(self.batch_size))
+            self._check_finite(metrics)
+            self._accumulate(metrics)
+            self.update_debt -= 1.0
+            done += 1
+        return done
 
     def _crossed(self, prev: int, every: int) -> bool:
         return every > 0 and prev // every != self.env_steps // every
