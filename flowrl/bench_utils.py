@@ -13,7 +13,6 @@ import os
 import platform
 import statistics
 import time
-from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Callable
 
@@ -22,7 +21,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from components.buffers import Batch, ReplayBuffer
-from components.critics import QEnsemble, ValueNetwork, polyak_update
+from components.critics import QEnsemble, ValueNetwork
 from components.integrators import ODESolver
 from components.policy import FlowPolicy
 from components.samplers import RecentMixSampler
@@ -118,37 +117,28 @@ def fill_buffer(buffer: ReplayBuffer, rows: int, seed: int = 0, pool: int = 256)
 
 
 # ------------------------------------------------------------------------------------------------------- update
-def _autocast(agent: FlowRLAgent) -> AbstractContextManager:
-    dtype = agent.amp_dtype or torch.float32
-    return torch.autocast(agent.device.type, dtype=dtype, enabled=agent.amp_dtype is not None)
-
-
 def update_pieces(agent: FlowRLAgent) -> dict[str, Callable[[Batch], None]]:
-    """The three parts of ``FlowRLAgent._update_fp``, each loss + backward + optimiser step on a fixed batch.
+    """The three parts of ``FlowRLAgent._update``, each loss + backward + optimiser step on a fixed batch.
 
     ``Q``: the critic's TD loss; ``Q_beta + V``: the behaviour critic and the expectile value loss (the same
     optimiser step); ``policy``: the actor loss and both target updates (run every ``policy_delay``-th update).
     """
 
     def q(batch: Batch) -> None:
-        with _autocast(agent):
+        with agent.autocast():
             agent.value_optimizer.zero_grad(set_to_none=True)
             agent.critic_loss(batch)[0].backward()
             agent.value_optimizer.step()
 
     def q_beta_v(batch: Batch) -> None:
-        with _autocast(agent):
+        with agent.autocast():
             agent.value_optimizer.zero_grad(set_to_none=True)
             (agent.behaviour_critic_loss(batch)[0] + agent.value_loss(batch)[0]).backward()
             agent.value_optimizer.step()
 
     def policy(batch: Batch) -> None:
-        with _autocast(agent):
-            agent.policy_optimizer.zero_grad(set_to_none=True)
-            agent.actor_loss(batch)[0].backward()
-            agent.policy_optimizer.step()
-            polyak_update(agent.critic_target.parameters(), agent.critic.parameters(), agent.target_tau)
-            polyak_update(agent.behaviour_target.parameters(), agent.behaviour_critic.parameters(), agent.target_tau)
+        with agent.autocast():
+            agent.policy_step(batch)
 
     return {"Q": q, "Q_beta + V": q_beta_v, "policy": policy}
 

@@ -139,29 +139,38 @@ class FlowRLAgent:
         values = torch.stack([info[k].float() for k in keys]).tolist()  # one device sync for all metrics
         return dict(zip(keys, values))
 
-    def _update(self, batch: Batch) -> Info:
-        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
-            return self._update_fp(batch)
+    def autocast(self) -> torch.autocast:
+        """The precision context of every update: ``amp_dtype`` autocast, or a disabled one (float32)."""
+        dtype = self.amp_dtype or torch.float32
+        return torch.autocast(self.device.type, dtype=dtype, enabled=self.amp_dtype is not None)
 
-    def _update_fp(self, batch: Batch) -> Info:
-        self.num_updates += 1
+    def _update(self, batch: Batch) -> Info:
+        with self.autocast():
+            self.num_updates += 1
+            info = self.value_step(batch)
+            if self.num_updates % self.policy_delay == 0:
+                info.update(self.policy_step(batch))
+            return info
+
+    def value_step(self, batch: Batch) -> Info:
+        """One optimiser step of ``Q``, ``Q_beta`` and ``V`` on their summed losses."""
         (q_loss, q_info), (b_loss, b_info), (v_loss, v_info) = (
             self.critic_loss(batch), self.behaviour_critic_loss(batch), self.value_loss(batch),
         )  # fmt: skip
         self.value_optimizer.zero_grad(set_to_none=True)
         (q_loss + b_loss + v_loss).backward()
         self.value_optimizer.step()
-        info = {**_prefixed("critic", q_info), **_prefixed("behaviour", b_info), **_prefixed("value", v_info)}
-        if self.num_updates % self.policy_delay == 0:
-            pi_loss, pi_info = self.actor_loss(batch)
-            self.policy_optimizer.zero_grad(set_to_none=True)
-            pi_loss.backward()
-            self.policy_optimizer.step()
-            polyak_update(self.critic_target.parameters(), self.critic.parameters(), self.target_tau)
-            polyak_update(self.behaviour_target.parameters(), self.behaviour_critic.parameters(), self.target_tau)
-            for k, v in pi_info.items():
-                info[k if k.startswith("reg/") else f"actor/{k}"] = v
-        return info
+        return {**_prefixed("critic", q_info), **_prefixed("behaviour", b_info), **_prefixed("value", v_info)}
+
+    def policy_step(self, batch: Batch) -> Info:
+        """One optimiser step of the policy, then both target critics move toward their online copies."""
+        pi_loss, pi_info = self.actor_loss(batch)
+        self.policy_optimizer.zero_grad(set_to_none=True)
+        pi_loss.backward()
+        self.policy_optimizer.step()
+        polyak_update(self.critic_target.parameters(), self.critic.parameters(), self.target_tau)
+        polyak_update(self.behaviour_target.parameters(), self.behaviour_critic.parameters(), self.target_tau)
+        return {k if k.startswith("reg/") else f"actor/{k}": v for k, v in pi_info.items()}
 
     # ------------------------------------------------------------------------------------------------------ acting
     def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
