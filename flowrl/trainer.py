@@ -133,6 +133,12 @@ class Trainer:
         save_checkpoint(self.run_dir, self.env_steps, self.state_dict())
         self._close_env()
 
+    def _open_env(self) -> np.ndarray:
+        """This segment's envs (built with the segment's seed unless already open), reset; returns observations."""
+        if self.env is None:
+            self.env = self.env_fn(num_envs=self.num_envs, seed=self._segment_seed())
+        return self.env.reset()
+
     def _close_env(self) -> None:
         if self.env is not None:
             self.env.close()
@@ -155,9 +161,7 @@ class Trainer:
         last_eval: dict[str, float] = {}
         updates_done = 0
         try:
-            if self.env is None:
-                self.env = self.env_fn(num_envs=self.num_envs, seed=self._segment_seed())
-            obs = self.env.reset()
+            obs = self._open_env()
             returns, lengths = np.zeros(self.num_envs), np.zeros(self.num_envs, dtype=np.int64)
             while self.env_steps < self.total_steps and self._stop_signal is None:
                 prev_steps = self.env_steps
@@ -175,8 +179,7 @@ class Trainer:
                     self._checkpoint(obs)
                     if self.env_steps >= self.total_steps:
                         break
-                    self.env = self.env_fn(num_envs=self.num_envs, seed=self._segment_seed())
-                    obs = self.env.reset()
+                    obs = self._open_env()
                     returns[:], lengths[:] = 0.0, 0
             if self._stop_signal is not None:
                 self._checkpoint(obs)
