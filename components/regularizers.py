@@ -26,8 +26,12 @@ class RegularizerInputs:
     """What a regularizer may read; all tensors carry no gradient.
 
     obs: ``(B, obs_dim)``; action: buffer actions ``(B, act_dim)`` in the policy's bounds;
-    q_policy: ``min_i Q_i(s, pi(s))`` ``(B, 1)``; q_behaviour: ``min_i Q_beta_i(s, a)`` ``(B, 1)``;
-    value: ``V(s)`` ``(B, 1)``.
+    q_policy: ``agg_i Q_i(s, pi(s))`` ``(B, 1)`` with ``pi(s)`` the policy sample of this step's objective;
+    q_behaviour: ``min_i Q_beta_i(s, a)`` ``(B, 1)``; value: ``V(s)`` ``(B, 1)``.
+
+    Which step's values (FlowRL's agent, as the reference): ``q_policy`` reads ``Q`` AFTER this update's critic
+    step; ``q_behaviour`` and ``value`` are the value step's own forward passes, BEFORE ``Q_beta``'s and ``V``'s
+    optimiser step (the reference keeps its critic phase's ``q_buffer`` for the actor phase).
     """
 
     obs: torch.Tensor

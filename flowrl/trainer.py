@@ -47,7 +47,8 @@ class Trainer:
         updates_per_step: gradient updates per env step after warm-up (update-to-data ratio).
         eval_deterministic: evaluate from zero noise instead of the reference's fresh noise.
         compile: wrap the agent's networks in ``torch.compile``.
-        bf16_autocast: run updates under bfloat16 autocast (the reference's GPU setting; faster on recent CPUs).
+        bf16_autocast: run updates under bfloat16 autocast. None (default) follows the device: on CUDA the
+            reference's precision (bf16 autocast, and TF32 matmuls for what stays float32), on the CPU float32.
         display: a live panel on a terminal (False: one plain progress line per log interval).
         num_threads: torch's intra-op threads (0 keeps torch's default, one per core).
     """
@@ -71,7 +72,7 @@ class Trainer:
         checkpoint_every: int = 50_000,
         log_every: int = 1_000,
         compile: bool = False,
-        bf16_autocast: bool = False,
+        bf16_autocast: bool | None = None,
         display: bool = True,
         num_threads: int = 0,
     ):
@@ -88,6 +89,11 @@ class Trainer:
         np.random.seed(seed)
         self.env = env_fn(num_envs=num_envs, seed=seed)
         self.obs_dim, self.act_dim = self.env.obs_dim, self.env.act_dim
+        on_cuda = self.device.type == "cuda"
+        if bf16_autocast is None:
+            bf16_autocast = on_cuda
+            if on_cuda:  # the reference's CUDA precision; a global switch, so set only where the device is chosen
+                torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         amp_dtype = torch.bfloat16 if bf16_autocast else None
         self.agent = agent(self.obs_dim, self.act_dim, device=self.device, amp_dtype=amp_dtype)
         if compile:

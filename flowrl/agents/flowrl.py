@@ -30,8 +30,10 @@ def _prefixed(prefix: str, info: Info) -> Info:
 class FlowRLAgent:
     """The FlowRL agent: policy ``pi``, critic ``Q`` (+ target), behaviour critic ``Q_beta`` (+ target), value ``V``.
 
-    Each update trains ``Q``, ``Q_beta`` and ``V``; every ``policy_delay``-th update also trains the policy and then
-    moves both target critics toward their online copies (``target <- (1 - tau) target + tau online``).
+    Each update trains ``Q``, ``Q_beta`` and ``V``; the 1st, ``policy_delay + 1``-th, ... update (as the reference:
+    its counter starts at 0) also trains the policy and then moves both target critics toward their online copies
+    (``target <- (1 - tau) target + tau online``). The regularizer reads ``Q_beta(s, a)`` and ``V(s)`` from this
+    update's value step, before their optimiser step (the reference's ``q_buffer``), and ``Q(s, pi(s))`` after it.
 
     Args:
         obs_dim, act_dim: observation and action sizes; actions are in [-1, 1].
@@ -43,6 +45,8 @@ class FlowRLAgent:
         device: where the networks live (chosen by the runner).
         amp_dtype: run the update under ``torch.autocast`` in this dtype (``torch.bfloat16``, as the reference does
             on GPUs; also about 1.5x faster on CPUs with AVX512-BF16); None keeps float32 throughout.
+        behaviour_from_critic: ``Q_beta`` and its target start as exact copies of ``Q``'s initial weights (the
+            reference's hard copy); False draws ``Q_beta`` independently.
 
     Example::
 
@@ -67,12 +71,16 @@ class FlowRLAgent:
         target_tau: float = 0.95,
         device: torch.device | str = "cpu",
         amp_dtype: torch.dtype | None = None,
+        behaviour_from_critic: bool = True,
     ):
         self.device = torch.device(device)
         self.amp_dtype = amp_dtype
         self.policy = policy(obs_dim, act_dim).to(self.device)
         self.critic = critic(obs_dim, act_dim).to(self.device)
-        self.behaviour_critic = critic(obs_dim, act_dim).to(self.device)
+        if behaviour_from_critic:
+            self.behaviour_critic = copy.deepcopy(self.critic)
+        else:
+            self.behaviour_critic = critic(obs_dim, act_dim).to(self.device)
         self.value = value(obs_dim).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.behaviour_target = copy.deepcopy(self.behaviour_critic).requires_grad_(False)
@@ -97,36 +105,45 @@ class FlowRLAgent:
         loss = (q - target).square().mean(dim=(1, 2)).sum()
         return loss, {"loss": loss.detach(), "q": q.detach().mean(), "target": target.mean()}
 
-    def behaviour_critic_loss(self, batch: Batch) -> tuple[torch.Tensor, Info]:
-        """Twin TD loss of ``Q_beta``: ``y = r + gamma (1 - terminated) V(s')``, summed MSEs."""
+    def behaviour_critic_loss(self, batch: Batch, q: torch.Tensor | None = None) -> tuple[torch.Tensor, Info]:
+        """Twin TD loss of ``Q_beta``: ``y = r + gamma (1 - terminated) V(s')``, summed MSEs.
+
+        ``q``: the online prediction ``Q_beta(s, a)`` ``(E, B, 1)`` if the caller already ran it.
+        """
         with torch.no_grad():
             target = batch.reward + self.discount * (1.0 - batch.terminated) * self.value(batch.next_obs)
-        q = self.behaviour_critic(batch.obs, batch.action)
+        q = self.behaviour_critic(batch.obs, batch.action) if q is None else q
         loss = (q - target).square().mean(dim=(1, 2)).sum()
         return loss, {"loss": loss.detach(), "q": q.detach().mean()}
 
-    def value_loss(self, batch: Batch) -> tuple[torch.Tensor, Info]:
-        """Expectile regression of ``V(s)`` toward ``min_i Q_beta_target_i(s, a)`` at buffer actions."""
+    def value_loss(self, batch: Batch, v: torch.Tensor | None = None) -> tuple[torch.Tensor, Info]:
+        """Expectile regression of ``V(s)`` toward ``min_i Q_beta_target_i(s, a)`` at buffer actions.
+
+        ``v``: the online prediction ``V(s)`` ``(B, 1)`` if the caller already ran it.
+        """
         with torch.no_grad():
             target = min_aggregate(self.behaviour_target(batch.obs, batch.action))
-        v = self.value(batch.obs)
+        v = self.value(batch.obs) if v is None else v
         loss = expectile_loss(target - v, self.expectile)
         return loss, {"loss": loss.detach(), "v": v.detach().mean()}
 
-    def actor_loss(self, batch: Batch) -> tuple[torch.Tensor, Info]:
-        """``-mean agg_i Q_i(s, pi(s)) + regularizer``; the Q-gradient reaches the velocity net through the solver."""
+    def actor_loss(self, batch: Batch, seen: RegularizerInputs | None = None) -> tuple[torch.Tensor, Info]:
+        """``-mean agg_i Q_i(s, pi(s)) + regularizer``; the Q-gradient reaches the velocity net through the solver.
+
+        ``seen``: the behaviour values of this update's value step (see :meth:`value_step`); None evaluates the
+        current ``Q_beta`` and ``V`` instead (for a policy step run on its own).
+        """
         self.critic.requires_grad_(False)  # gradients flow through Q to the action, not into Q's weights
         try:
             q_pi = self.aggregate(self.critic(batch.obs, self.policy.sample(batch.obs)))
         finally:
             self.critic.requires_grad_(True)
-        inputs = RegularizerInputs(batch.obs, batch.action, q_policy=q_pi.detach())
-        needs = getattr(self.regularizer, "needs", frozenset())
-        with torch.no_grad():
-            if "q_behaviour" in needs:
-                inputs.q_behaviour = min_aggregate(self.behaviour_critic(batch.obs, batch.action))
-            if "value" in needs:
-                inputs.value = self.value(batch.obs)
+        if seen is None:
+            with torch.no_grad():
+                seen = self.regularizer_inputs(batch, self.behaviour_critic(batch.obs, batch.action),
+                                                self.value(batch.obs))
+        inputs = RegularizerInputs(batch.obs, batch.action, q_policy=q_pi.detach(), q_behaviour=seen.q_behaviour,
+                                   value=seen.value)
         reg_loss, reg_info = self.regularizer(self.policy, inputs)
         loss = -q_pi.mean() + reg_loss
         return loss, {"loss": loss.detach(), "q": q_pi.detach().mean(), **_prefixed("reg", reg_info)}
@@ -146,25 +163,44 @@ class FlowRLAgent:
 
     def _update(self, batch: Batch) -> Info:
         with self.autocast():
+            policy_due = self.num_updates % self.policy_delay == 0  # updates 1, 1 + delay, ... as the reference
             self.num_updates += 1
-            info = self.value_step(batch)
-            if self.num_updates % self.policy_delay == 0:
-                info.update(self.policy_step(batch))
+            info, seen = self.value_step(batch)
+            if policy_due:
+                info.update(self.policy_step(batch, seen))
             return info
 
-    def value_step(self, batch: Batch) -> Info:
-        """One optimiser step of ``Q``, ``Q_beta`` and ``V`` on their summed losses."""
+    def value_step(self, batch: Batch) -> tuple[Info, RegularizerInputs]:
+        """One optimiser step of ``Q``, ``Q_beta`` and ``V`` on their summed losses.
+
+        Returns the info and what the regularizer may read of this step: ``min_i Q_beta_i(s, a)`` and ``V(s)``
+        ``(B, 1)`` as they were BEFORE the step (the reference keeps its critic phase's ``q_buffer`` for the actor
+        phase), detached; a field the regularizer does not list in ``needs`` is None.
+        """
+        q_beta, v = self.behaviour_critic(batch.obs, batch.action), self.value(batch.obs)
         (q_loss, q_info), (b_loss, b_info), (v_loss, v_info) = (
-            self.critic_loss(batch), self.behaviour_critic_loss(batch), self.value_loss(batch),
+            self.critic_loss(batch), self.behaviour_critic_loss(batch, q_beta), self.value_loss(batch, v),
         )  # fmt: skip
         self.value_optimizer.zero_grad(set_to_none=True)
         (q_loss + b_loss + v_loss).backward()
         self.value_optimizer.step()
-        return {**_prefixed("critic", q_info), **_prefixed("behaviour", b_info), **_prefixed("value", v_info)}
+        info = {**_prefixed("critic", q_info), **_prefixed("behaviour", b_info), **_prefixed("value", v_info)}
+        return info, self.regularizer_inputs(batch, q_beta.detach(), v.detach())
 
-    def policy_step(self, batch: Batch) -> Info:
-        """One optimiser step of the policy, then both target critics move toward their online copies."""
-        pi_loss, pi_info = self.actor_loss(batch)
+    def regularizer_inputs(self, batch: Batch, q_beta: torch.Tensor, v: torch.Tensor) -> RegularizerInputs:
+        needs = getattr(self.regularizer, "needs", frozenset())
+        return RegularizerInputs(
+            batch.obs, batch.action,
+            q_behaviour=min_aggregate(q_beta) if "q_behaviour" in needs else None,
+            value=v if "value" in needs else None,
+        )  # fmt: skip
+
+    def policy_step(self, batch: Batch, seen: RegularizerInputs | None = None) -> Info:
+        """One optimiser step of the policy, then both target critics move toward their online copies.
+
+        ``seen``: the value step's behaviour values (:meth:`value_step`); None evaluates the current networks.
+        """
+        pi_loss, pi_info = self.actor_loss(batch, seen)
         self.policy_optimizer.zero_grad(set_to_none=True)
         pi_loss.backward()
         self.policy_optimizer.step()
