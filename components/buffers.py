@@ -17,6 +17,8 @@ import torch
 
 from components.samplers import UniformSampler
 
+_UNIFORM = UniformSampler()
+
 ArrayLike = Any  # np.ndarray or torch.Tensor
 
 
@@ -115,9 +117,9 @@ class ReplayBuffer:
         self.pos = (p + 1) % self.rows
         self.size = min(self.size + 1, self.rows)
 
-    def _draw(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _draw(self, batch_size: int, sampler: Callable | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         num_rows = self.size - 1  # the newest row has no next observation yet
-        rows, envs = self.sampler(num_rows, self.num_envs, batch_size, self.generator)
+        rows, envs = (sampler or self.sampler)(num_rows, self.num_envs, batch_size, self.generator)
         return (self.pos - self.size + rows) % self.rows, envs
 
     def sample(self, batch_size: int) -> Batch:
@@ -125,11 +127,13 @@ class ReplayBuffer:
         if self.size < 2:
             raise RuntimeError("ReplayBuffer.sample: the buffer holds no complete transition yet")
         rows, envs = self._draw(batch_size)
-        for _ in range(100):
+        for attempt in range(100):
             bad = ~self.valid[rows, envs]
             if not bad.any():
                 break
-            r, e = self._draw(int(bad.sum()))
+            # Invalid rows (autoreset steps) are redrawn; should the sampler's own rows stay invalid (a recent window
+            # of autoreset rows in a tiny buffer), the later tries draw uniformly instead.
+            r, e = self._draw(int(bad.sum()), None if attempt < 50 else _UNIFORM)
             rows[bad], envs[bad] = r, e
         else:
             raise RuntimeError("ReplayBuffer.sample: could not draw valid transitions (almost all rows invalid)")

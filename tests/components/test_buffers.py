@@ -340,3 +340,13 @@ def test_memory_stores_each_observation_once():
     assert held == buf.nbytes
     # At 1M transitions that is about 1.05 GB, not the ~1.9 GB an obs + next_obs layout would need.
     assert buf.nbytes / stored * 1_000_000 <= 1.15 * 1_000_000 * per_transition
+
+
+def test_recent_mix_splits_as_the_reference_and_draws_the_window_without_replacement():
+    # The reference: int(256 * 0.8) = 204 uniform rows, then 256 - 204 = 52 distinct rows of the newest 2,048.
+    rows, _ = RecentMixSampler(recent=2048, recent_fraction=0.2)(100_000, 1, 256, torch.Generator().manual_seed(0))
+    recent = rows[204:]
+    assert recent.min() >= 100_000 - 2048 and len(set(recent.tolist())) == 52
+    # With a window smaller than the recent count, rows repeat rather than fail.
+    rows, _ = RecentMixSampler(recent=4, recent_fraction=0.5)(10, 1, 16, torch.Generator().manual_seed(0))
+    assert (rows[8:] >= 6).all()
