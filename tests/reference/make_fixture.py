@@ -10,56 +10,23 @@ Usage (from the project root, with a checkout of bytedance/FlowRL at commit e262
 
     python tests/reference/make_fixture.py --ref /tmp/FlowRL
 
-The reference's own files are not edited: this script turns ``torch.compile`` into the identity and ``.cuda()`` into
-a no-op while it imports and builds the reference, and points the policy's hard-coded ``cuda:0`` at the CPU.
+The reference's own files are not edited: ``flowrl.reference`` loads it eagerly on the CPU.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
-import numpy as np
 import torch
+
+from flowrl.errors import UserError
+from flowrl.reference import build_reference
 
 NETWORKS = ("critic", "critic_target", "critic_buffer", "critic_target_buffer", "V_critic_buffer", "policy")
 DEFAULT_OUT = Path(__file__).with_name("fixture_h32.pt")
-
-
-@contextlib.contextmanager
-def _cpu_eager_reference():
-    """While active: ``torch.compile`` is the identity (eager), ``Tensor.cuda`` returns the tensor unchanged."""
-    real_compile, real_cuda = torch.compile, torch.Tensor.cuda
-
-    def identity_compile(model=None, *args, **kwargs):
-        return (lambda fn: fn) if model is None else model
-
-    torch.compile, torch.Tensor.cuda = identity_compile, lambda self, *a, **k: self
-    try:
-        yield
-    finally:
-        torch.compile, torch.Tensor.cuda = real_compile, real_cuda
-
-
-def build_reference(ref_dir: Path, obs_dim: int, act_dim: int, hidden: int):
-    """The reference's ``flowAC`` with its default hyperparameters (main.py / utilis/default_config.py), on the CPU."""
-    sys.path.insert(0, str(ref_dir))
-    with _cpu_eager_reference():
-        import model.algo as algo  # the reference
-
-        algo.compile_model = False
-        args = SimpleNamespace(
-            gamma=0.99, tau=0.95, quantile=0.9, lamda=0.1, epsilon=0.0, policy="Flow", target_update_interval=2,
-            device=0, cuda=False, hidden_size=hidden, steps=1, lr=3e-4,
-        )
-        space = SimpleNamespace(shape=(act_dim,), low=-np.ones(act_dim, np.float32), high=np.ones(act_dim, np.float32))
-        agent = algo.flowAC(obs_dim, space, args)
-    agent.policy.device = torch.device("cpu")
-    return algo, agent
 
 
 class ScriptedDraws:
@@ -162,11 +129,12 @@ def main(argv=None) -> None:
     p.add_argument("--updates", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    if not (args.ref / "model" / "algo.py").is_file():
-        sys.exit(f"error: {args.ref} holds no model/algo.py; fix: pass --ref a checkout of bytedance/FlowRL")
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
-    algo, agent = build_reference(args.ref, args.obs, args.act, args.hidden)
+    try:
+        algo, agent = build_reference(args.ref, args.obs, args.act, args.hidden)
+    except UserError as e:
+        sys.exit(f"error: {e}")
     init = params(agent)
     batches, draws = make_data(args.updates, args.batch, args.obs, args.act, args.seed + 1)
     updates = []
