@@ -1,4 +1,5 @@
-"""flowrl's building blocks: velocity networks, ODE integrators, flow policies, regularizers, critics, buffers.
+"""flowrl's building blocks: velocity networks, ODE integrators, flow, Gaussian and deterministic policies, an entropy
+temperature, regularizers, critics, buffers.
 
 Depends on torch, einops and gin only, never on ``flowrl``: import any piece into your own agent.
 Every class and function is registered with gin and works as plain Python without a config.
@@ -14,8 +15,10 @@ from components.critics import (
     min_aggregate,
     polyak_update,
 )
+from components.deterministic_policy import DeterministicPolicy
 from components.ensemble import EnsembleLayerNorm, EnsembleLinear, EnsembleMLP
 from components.flow_matching import flow_matching_loss
+from components.gaussian_policy import GaussianPolicy
 from components.integrators import ODESolver, euler_step, heun_step, integrate, midpoint_step, rk4_step
 from components.policy import FlowPolicy
 from components.regularizers import (
@@ -26,6 +29,7 @@ from components.regularizers import (
     W2Regularizer,
 )
 from components.samplers import RecentMixSampler, UniformSampler
+from components.temperature import Temperature
 from components.velocity import MLPVelocity, ResidualVelocity, SinusoidalTimeEmbedding
 
 __all__ = [name for name in dir() if not name.startswith("_")]
