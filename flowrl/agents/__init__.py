@@ -1,0 +1,6 @@
+"""Agents with the runner's interface (``act``, ``update``, ``state_dict``; see :mod:`flowrl.agents.base`).
+
+Importing the package registers every agent with gin, so a config can name any of them (``Trainer.agent = @SACAgent``).
+"""
+
+from flowrl.agents import flowrl, sac, td3  # noqa: F401

@@ -1,4 +1,4 @@
-"""Every shipped gin file parses strictly, alone and with each ablation overlay, and builds an agent."""
+"""Every shipped gin file parses strictly, alone and with each ablation and agent overlay, and builds an agent."""
 
 from pathlib import Path
 
@@ -6,13 +6,16 @@ import gin
 import pytest
 
 from flowrl.agents.flowrl import FlowRLAgent
+from flowrl.agents.sac import SACAgent
+from flowrl.agents.td3 import TD3Agent
 from flowrl.config import REPO_ROOT, parse
 from flowrl.errors import UserError
 
 TASK_CONFIGS = sorted(p.relative_to(REPO_ROOT) for p in (REPO_ROOT / "gin").rglob("*.gin")
-                      if p.parent.name not in {"ablations", "bench"} and p.name != "smoke.gin")
+                      if p.parent.name not in {"ablations", "bench", "agents"} and p.name != "smoke.gin")
 OVERLAYS = sorted(p.relative_to(REPO_ROOT) for p in (REPO_ROOT / "gin" / "ablations").glob("*.gin"))
 OTHER_OVERLAYS = sorted(p.relative_to(REPO_ROOT) for p in (REPO_ROOT / "gin" / "bench").glob("*.gin"))
+AGENT_OVERLAYS = sorted(p.relative_to(REPO_ROOT) for p in (REPO_ROOT / "gin" / "agents").glob("*.gin"))
 
 
 def build_agent() -> FlowRLAgent:
@@ -90,3 +93,32 @@ def test_every_overlay_composes_with_every_family(overlay):
     for task in ("gin/flowrl_cheetah_run.gin", "gin/humanoidbench/h1_walk.gin"):
         parse([task, str(overlay)])
         assert build_agent() is not None
+
+
+def test_agent_overlays_hold_the_papers_hyperparameters():
+    assert {p.stem for p in AGENT_OVERLAYS} == {"sac", "td3"}
+    q = gin.query_parameter
+    parse(["gin/flowrl_cheetah_run.gin", "gin/agents/sac.gin"])
+    assert q("SACAgent.lr") == 3e-4 and q("SACAgent.discount") == 0.99 and q("SACAgent.target_tau") == 0.005
+    assert q("Trainer.batch_size") == 256 and q("Trainer.updates_per_step") == 1.0 and q("Trainer.eval_deterministic")
+    sac = build_agent()
+    assert isinstance(sac, SACAgent) and sac.temperature.target_entropy == -6.0 and sac.temperature.alpha == 1.0
+    assert [m.out_features for m in sac.policy.net if hasattr(m, "out_features")] == [256, 256, 12]
+    parse(["gin/flowrl_cheetah_run.gin", "gin/agents/td3.gin"])
+    assert q("TD3Agent.lr") == 3e-4 and q("Trainer.eval_deterministic") and q("Trainer.batch_size") == 256
+    td3 = build_agent()
+    assert isinstance(td3, TD3Agent) and td3.policy_delay == 2 and td3.target_tau == 0.005
+    assert (td3.target_noise, td3.target_noise_clip, td3.exploration_noise) == (0.2, 0.5, 0.1)
+    assert [m.out_features for m in td3.policy.net if hasattr(m, "out_features")] == [256, 256, 6]
+
+
+@pytest.mark.parametrize("agent", AGENT_OVERLAYS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("task", TASK_CONFIGS, ids=str)
+def test_every_agent_overlay_composes_with_every_task_config(task, agent):
+    expected = {"sac": SACAgent, "td3": TD3Agent}[agent.stem]
+    for extra in ([], ["gin/smoke.gin"], ["gin/bench/cpu_learning.gin"]):
+        parse([str(task), str(agent), *extra])
+        built = build_agent()
+        assert type(built) is expected and built.critic.num_members == 2
+        width = {"gin/smoke.gin": 64}.get(extra[0] if extra else None, 256)
+        assert built.policy.net[0].out_features == width and built.critic.body.net[0].weight.shape[-1] == width

@@ -1,0 +1,98 @@
+"""What every actor-critic agent shares with the runner: acting, the update's float metrics, precision, checkpoints.
+
+A new agent subclasses :class:`ActorCritic`, builds its networks and optimisers, lists them in ``modules()`` and
+``optimizers()``, and writes ``_update(batch)`` as a short sequence of named ``(loss, info)`` steps. The runner,
+checkpoints, resume, evaluation and ``tools/`` then work unchanged (see ``flowrl/agents/sac.py``).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from torch import nn
+
+from components.buffers import Batch
+
+Info = dict[str, torch.Tensor]
+
+
+def prefixed(prefix: str, info: Info) -> Info:
+    """``{'loss': x}`` -> ``{'prefix/loss': x}``."""
+    return {f"{prefix}/{k}": v for k, v in info.items()}
+
+
+def adam(params, lr: float, device: torch.device) -> torch.optim.Adam:
+    """Adam, fused (one kernel per parameter group) on CUDA and, since torch 2.4, on the CPU."""
+    fast = {"fused": True} if device.type in ("cuda", "cpu") else {"foreach": True}
+    return torch.optim.Adam(params, lr=lr, **fast)
+
+
+class ActorCritic:
+    """The runner's interface: ``act``, ``update``, ``autocast``, ``compile``, ``modules``, ``state_dict``.
+
+    Subclasses set ``self.device``, ``self.amp_dtype``, ``self.policy`` (with ``act(obs, deterministic)``) and
+    ``self.num_updates``, and define ``modules()``, ``optimizers()`` and ``_update(batch) -> Info``.
+    """
+
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    policy: nn.Module
+    num_updates: int
+
+    # ------------------------------------------------------------------------------------------- to override
+    def modules(self) -> dict[str, nn.Module]:
+        """Every network (online and target) by name; checkpoints and ``compile`` walk this."""
+        raise NotImplementedError
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        raise NotImplementedError
+
+    def _update(self, batch: Batch) -> Info:
+        """One gradient update on ``batch``; detached tensors keyed ``critic/``, ``actor/``, ... (no ``.item()``)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------------------------------ shared
+    def update(self, batch: Batch) -> dict[str, float]:
+        """One gradient update on ``batch``; returns plain floats."""
+        with self.autocast():
+            info = self._update(batch)
+        keys = list(info)
+        values = torch.stack([info[k].float() for k in keys]).tolist()  # one device sync for all metrics
+        return dict(zip(keys, values))
+
+    def autocast(self) -> torch.autocast:
+        """The precision context of every update: ``amp_dtype`` autocast, or a disabled one (float32)."""
+        dtype = self.amp_dtype or torch.float32
+        return torch.autocast(self.device.type, dtype=dtype, enabled=self.amp_dtype is not None)
+
+    def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
+        """Actions ``(N, act_dim)`` in [-1, 1] for observations ``(N, obs_dim)``; exploration unless deterministic."""
+        with torch.inference_mode():
+            obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
+            return self._act(obs_t, deterministic).cpu().numpy()
+
+    def _act(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
+        return self.policy.act(obs, deterministic=deterministic)
+
+    def compile(self) -> None:
+        """``torch.compile`` every network's forward."""
+        for module in self.modules().values():
+            module.compile()
+
+    def state_dict(self) -> dict:
+        """Networks, optimisers and the update counter."""
+        return {
+            "networks": {k: m.state_dict() for k, m in self.modules().items()},
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers().items()},
+            "num_updates": self.num_updates,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        for k, m in self.modules().items():
+            m.load_state_dict(state["networks"][k])
+        # Optimizer.load_state_dict keeps the given tensors: copy them so two live agents never share Adam moments.
+        for k, o in self.optimizers().items():
+            o.load_state_dict(copy.deepcopy(state["optimizers"][k]))
+        self.num_updates = int(state["num_updates"])

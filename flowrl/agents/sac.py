@@ -1,0 +1,140 @@
+"""Soft Actor-Critic with automatic temperature (Haarnoja et al. 2018, "Soft Actor-Critic Algorithms and
+Applications", arXiv 1812.05905), built from flowrl's parts: the worked example of a custom agent.
+
+Defaults follow the paper's Table 1: Adam lr 3e-4, discount 0.99, target smoothing tau 0.005 every update, twin Q
+with the minimum in the target and the actor loss, target entropy -|A|, a 2 x 256 ReLU policy, one gradient step per
+env step, batch 256 (the batch size and warm-up are the runner's: ``Trainer.batch_size``, ``Trainer.warmup_steps``).
+The critic is flowrl's :class:`QEnsemble` (the FlowRL critic body) so that a comparison with FlowRL differs only in
+the policy and its loss; ``gin/agents/sac.gin`` sets its width to the paper's 256.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Callable
+
+import gin
+import torch
+from torch import nn
+
+from components.buffers import Batch
+from components.critics import QEnsemble, min_aggregate, polyak_update
+from components.gaussian_policy import GaussianPolicy
+from components.temperature import Temperature
+from flowrl.agents.base import ActorCritic, Info, adam, prefixed
+
+
+@gin.configurable
+class SACAgent(ActorCritic):
+    """SAC: Gaussian policy ``pi``, twin critic ``Q`` (+ target), temperature ``alpha``.
+
+    Every update: one critic step, one policy step, one temperature step (on the policy step's samples), then the
+    target critic moves toward the online one (``target <- (1 - tau) target + tau online``).
+
+    Args:
+        obs_dim, act_dim: observation and action sizes; actions are in [-1, 1].
+        policy: factory ``(obs_dim, act_dim) -> GaussianPolicy`` (anything with ``sample_with_log_prob`` and ``act``).
+        critic: factory ``(obs_dim, act_dim) -> module (B, obs), (B, act) -> (E, B, 1)``.
+        temperature: factory ``(act_dim) -> Temperature``.
+        aggregate: ensemble reduction ``(E, B, 1) -> (B, 1)`` for the target and the actor loss (the minimum).
+        target_tau: Polyak coefficient on the online weights.
+        device, amp_dtype: chosen by the runner (see :class:`~flowrl.agents.flowrl.FlowRLAgent`).
+
+    Example::
+
+        agent = SACAgent(obs_dim=17, act_dim=6)
+        actions = agent.act(np.zeros((4, 17), np.float32))   # (4, 6) in [-1, 1], sampled
+        metrics = agent.update(buffer.sample(256))           # {'critic/loss': ..., 'actor/loss': ..., 'alpha/...'}
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        policy: Callable[[int, int], nn.Module] = GaussianPolicy,
+        critic: Callable[[int, int], nn.Module] = QEnsemble,
+        temperature: Callable[[int], Temperature] = Temperature,
+        aggregate: Callable[[torch.Tensor], torch.Tensor] = min_aggregate,
+        discount: float = 0.99,
+        lr: float = 3e-4,
+        target_tau: float = 0.005,
+        device: torch.device | str = "cpu",
+        amp_dtype: torch.dtype | None = None,
+    ):
+        self.device, self.amp_dtype = torch.device(device), amp_dtype
+        self.policy = policy(obs_dim, act_dim).to(self.device)
+        self.critic = critic(obs_dim, act_dim).to(self.device)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.temperature = temperature(act_dim).to(self.device)
+        self.aggregate, self.discount, self.target_tau = aggregate, discount, target_tau
+        self.critic_optimizer = adam(self.critic.parameters(), lr, self.device)
+        self.policy_optimizer = adam(self.policy.parameters(), lr, self.device)
+        self.temperature_optimizer = adam(self.temperature.parameters(), lr, self.device)
+        self.num_updates = 0
+
+    # ----------------------------------------------------------------------------------------------------- losses
+    def critic_loss(self, batch: Batch) -> tuple[torch.Tensor, Info]:
+        """Soft TD loss: ``y = r + gamma (1 - terminated) (agg_i Q_target_i(s', a') - alpha log pi(a'|s'))``,
+        ``a' ~ pi(s')``; the members' MSEs summed. Truncated rows bootstrap like ordinary ones."""
+        with torch.no_grad():
+            next_action, next_log_prob = self.policy.sample_with_log_prob(batch.next_obs)
+            next_q = self.aggregate(self.critic_target(batch.next_obs, next_action))
+            soft_value = next_q - self.temperature.alpha * next_log_prob
+            target = batch.reward + self.discount * (1.0 - batch.terminated) * soft_value
+        q = self.critic(batch.obs, batch.action)
+        loss = (q - target).square().mean(dim=(1, 2)).sum()
+        return loss, {"loss": loss.detach(), "q": q.detach().mean(), "target": target.mean()}
+
+    def actor_loss(self, batch: Batch) -> tuple[torch.Tensor, Info, torch.Tensor]:
+        """``mean(alpha log pi(a|s) - agg_i Q_i(s, a))``, ``a ~ pi(s)`` reparameterised; also returns ``log pi``
+        ``(B, 1)`` (detached) for the temperature step."""
+        action, log_prob = self.policy.sample_with_log_prob(batch.obs)
+        self.critic.requires_grad_(False)  # gradients flow through Q to the action, not into Q's weights
+        try:
+            q_pi = self.aggregate(self.critic(batch.obs, action))
+        finally:
+            self.critic.requires_grad_(True)
+        loss = (self.temperature.alpha * log_prob - q_pi).mean()
+        return loss, {"loss": loss.detach(), "q": q_pi.detach().mean()}, log_prob.detach()
+
+    # ----------------------------------------------------------------------------------------------------- update
+    def _update(self, batch: Batch) -> Info:
+        self.num_updates += 1
+        info = self.value_step(batch)
+        info.update(self.policy_step(batch))
+        return info
+
+    def value_step(self, batch: Batch) -> Info:
+        """One optimiser step of the critic."""
+        loss, info = self.critic_loss(batch)
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.critic_optimizer.step()
+        return prefixed("critic", info)
+
+    def policy_step(self, batch: Batch) -> Info:
+        """One optimiser step of the policy, one of the temperature, then the target critic's Polyak step."""
+        pi_loss, pi_info, log_prob = self.actor_loss(batch)
+        self.policy_optimizer.zero_grad(set_to_none=True)
+        pi_loss.backward()
+        self.policy_optimizer.step()
+        alpha_loss, alpha_info = self.temperature.loss(log_prob)
+        self.temperature_optimizer.zero_grad(set_to_none=True)
+        alpha_loss.backward()
+        self.temperature_optimizer.step()
+        polyak_update(self.critic_target.parameters(), self.critic.parameters(), self.target_tau)
+        return {**prefixed("actor", pi_info), **prefixed("alpha", alpha_info)}
+
+    # -------------------------------------------------------------------------------------------------- checkpoint
+    def modules(self) -> dict[str, nn.Module]:
+        return {"policy": self.policy, "critic": self.critic, "critic_target": self.critic_target,
+                "temperature": self.temperature}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"critic": self.critic_optimizer, "policy": self.policy_optimizer,
+                "temperature": self.temperature_optimizer}
+
+    def compile(self) -> None:
+        """``torch.compile`` the policy's network and both critics (the temperature is one scalar)."""
+        for module in (self.policy.net, self.critic, self.critic_target):
+            module.compile()

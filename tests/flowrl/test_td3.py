@@ -1,0 +1,214 @@
+"""TD3Agent: the clipped double-Q target with clipped smoothing noise on a hand-computed batch (ordinary, terminated
+and truncated rows; target networks unlike the online ones), the actor loss on Q_1, the policy delay, the Polyak
+steps, exploration noise, state round trips, and short real runs through tools/run.py."""
+
+import functools
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from components import Batch, DeterministicPolicy, QEnsemble, ReplayBuffer
+from flowrl.agents.td3 import TD3Agent
+from flowrl.checkpoint import list_checkpoints, load_checkpoint
+from flowrl.config import parse
+from flowrl.envs.humanoidbench import INSTALL
+from flowrl.logger import read_metrics
+from flowrl.trainer import Trainer
+
+ROOT = Path(__file__).resolve().parents[2]
+HAVE_HB = importlib.util.find_spec("humanoid_bench") is not None
+OBS, ACT = 11, 3
+
+
+class LinearQ(nn.Module):
+    """Two members, ``Q_i(s, a) = w_i . [s, a] + b_i`` over 1-d observations and actions: ``(2, B, 1)``."""
+
+    def __init__(self, w: list[list[float]], b: list[float]):
+        super().__init__()
+        self.w, self.b = nn.Parameter(torch.tensor(w)), nn.Parameter(torch.tensor(b))
+
+    def forward(self, obs, action):
+        return (torch.cat([obs, action], -1) @ self.w.T + self.b).T.unsqueeze(-1)
+
+
+def constant_policy(unit_action: float) -> DeterministicPolicy:
+    policy = DeterministicPolicy(1, 1, hidden=4)
+    with torch.no_grad():
+        policy.net[-1].weight.zero_()
+        policy.net[-1].bias.fill_(float(torch.atanh(torch.tensor(unit_action))))
+    return policy
+
+
+def hand_agent() -> TD3Agent:
+    # online: pi = 0.5, Q_0 = 3a, Q_1 = 1; target: pi = 0.6, Q_0 = s + 2a, Q_1 = s - a + 1; gamma = 0.9.
+    agent = TD3Agent(1, 1, policy=lambda o, a: constant_policy(0.5),
+                     critic=lambda o, a: LinearQ([[0.0, 3.0], [0.0, 0.0]], [0.0, 1.0]), discount=0.9)
+    agent.policy_target.load_state_dict(constant_policy(0.6).state_dict())
+    agent.critic_target.load_state_dict(LinearQ([[1.0, 2.0], [1.0, -1.0]], [0.0, 1.0]).state_dict())
+    return agent
+
+
+HAND_BATCH = Batch(  # rows: ordinary, terminated, truncated
+    obs=torch.tensor([[0.0], [1.0], [-1.0]]),
+    action=torch.tensor([[0.2], [-0.4], [1.0]]),
+    reward=torch.tensor([[1.0], [2.0], [-1.0]]),
+    next_obs=torch.tensor([[1.0], [2.0], [3.0]]),
+    terminated=torch.tensor([[0.0], [1.0], [0.0]]),
+    truncated=torch.tensor([[0.0], [0.0], [1.0]]),
+)
+
+
+def test_critic_loss_by_hand(monkeypatch):
+    # Smoothing noise eps = (3, -0.5, -4): 0.2 eps = (0.6, -0.1, -0.8), clipped to (0.5, -0.1, -0.5);
+    # a' = clamp(pi_target(s') + noise) = clamp(0.6 + ...) = (1.1 -> 1.0, 0.5, 0.1) at s' = (1, 2, 3):
+    # target Q_0 = s + 2a = (3, 3, 3.2), Q_1 = s - a + 1 = (1, 2.5, 3.9); min = (1, 2.5, 3.2)
+    # y = r + 0.9 (1 - terminated) min = (1 + 0.9, 2 + 0, -1 + 2.88) = (1.9, 2, 1.88)  (truncated bootstraps)
+    # online Q_0(s, a) = 3a = (0.6, -1.2, 3), Q_1 = 1: loss = mean((Q_0 - y)^2) + mean((Q_1 - y)^2)
+    monkeypatch.setattr(torch, "randn_like", lambda x: torch.tensor([[3.0], [-0.5], [-4.0]]))
+    y = torch.tensor([1.9, 2.0, 1.88])
+    expected = (torch.tensor([0.6, -1.2, 3.0]) - y).square().mean() + (1.0 - y).square().mean()
+    loss, info = hand_agent().critic_loss(HAND_BATCH)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert info["target"].item() == pytest.approx(y.mean().item(), rel=1e-6)
+
+
+def test_actor_loss_by_hand():
+    # pi(s) = 0.5 everywhere: Q_0 = 3 * 0.5 = 1.5 (Q_1 = 1 would be the minimum; TD3's actor reads Q_1 of the paper,
+    # member 0 here): loss = -1.5. The target policy (0.6) would give -1.8.
+    loss, info = hand_agent().actor_loss(HAND_BATCH)
+    assert loss.item() == pytest.approx(-1.5, rel=1e-6) and info["q"].item() == pytest.approx(1.5, rel=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------- real networks
+def small_agent(**kwargs) -> TD3Agent:
+    torch.manual_seed(0)
+    return TD3Agent(OBS, ACT, policy=functools.partial(DeterministicPolicy, hidden=32),
+                    critic=functools.partial(QEnsemble, hidden=32), **kwargs)
+
+
+@pytest.fixture
+def batch():
+    buf = ReplayBuffer(OBS, ACT, capacity=512, num_envs=2, seed=0)
+    rng = np.random.default_rng(0)
+    for i in range(100):
+        buf.add(rng.normal(size=(2, OBS)), rng.uniform(-1, 1, (2, ACT)), rng.normal(size=2), [i % 7 == 0, False],
+                [False, i % 5 == 0], [True, True])
+    return buf.sample(64)
+
+
+def snapshot(agent):
+    return {name: [p.detach().clone() for p in m.parameters()] for name, m in agent.modules().items()}
+
+
+def changed(before, agent):
+    return {name for name, m in agent.modules().items()
+            if any(not torch.equal(a, b) for a, b in zip(before[name], m.parameters()))}
+
+
+def test_policy_delay_critic_every_update_actor_and_targets_every_second(batch):
+    agent = small_agent(target_tau=0.1)
+    for n in range(1, 5):
+        before = snapshot(agent)
+        info = agent.update(batch)
+        if n % 2:  # updates 1, 3: the critic only
+            assert changed(before, agent) == {"critic"} and not any(k.startswith("actor/") for k in info)
+        else:  # updates 2, 4 (the authors' counter): actor, then both targets by Polyak
+            assert changed(before, agent) == {"critic", "policy", "critic_target", "policy_target"}
+            assert {"actor/loss", "actor/q"} <= set(info)
+            for online, target in (("critic", "critic_target"), ("policy", "policy_target")):
+                new = agent.modules()[target].parameters()
+                for old, p, o in zip(before[target], new, agent.modules()[online].parameters()):
+                    torch.testing.assert_close(p, 0.9 * old + 0.1 * o)
+        assert {"critic/loss", "critic/q", "critic/target"} <= set(info)
+
+
+def test_policy_delay_one_trains_the_actor_every_update(batch):
+    agent = small_agent(policy_delay=1)
+    before = snapshot(agent)
+    agent.update(batch)
+    assert changed(before, agent) == set(agent.modules())
+
+
+def test_actor_step_leaves_critic_weights_without_gradient(batch):
+    agent = small_agent()
+    loss, _ = agent.actor_loss(batch)
+    loss.backward()
+    assert all(p.grad is None for p in agent.critic.parameters())
+    assert all(p.requires_grad for p in agent.critic.parameters())
+
+
+def test_act_explores_with_gaussian_noise_unless_deterministic():
+    agent = small_agent(exploration_noise=0.1)
+    obs = np.random.default_rng(0).normal(size=(4000, OBS)).astype(np.float32)
+    mean = agent.act(obs, deterministic=True)
+    np.testing.assert_array_equal(mean, agent.act(obs, deterministic=True))
+    noisy = agent.act(obs)
+    assert np.abs(noisy).max() <= 1.0
+    inside = np.abs(mean) < 0.6  # away from the bounds, where clamping would shrink the noise
+    assert abs((noisy - mean)[inside].std() - 0.1) < 0.01
+
+
+def test_state_dict_round_trip_continues_identically(batch):
+    agent = small_agent()
+    for _ in range(3):
+        agent.update(batch)
+    twin = small_agent(target_tau=0.5)  # constructed differently: everything that matters comes from the state
+    twin.target_tau = agent.target_tau
+    twin.load_state_dict(agent.state_dict())
+    assert twin.num_updates == 3
+    torch.manual_seed(5)
+    a = agent.update(batch)  # the 4th update: the actor's turn, so both optimisers' states matter
+    torch.manual_seed(5)
+    assert twin.update(batch) == a and "actor/loss" in a
+
+
+# ------------------------------------------------------------------------------------------------- real runs
+BINDS = ["Trainer.num_threads = 1", "Trainer.total_steps = 400", "Trainer.warmup_steps = 200",
+         "Trainer.eval_every = 400", "Trainer.eval_episodes = 1", "Trainer.checkpoint_every = 400",
+         "Trainer.log_every = 200", "Trainer.batch_size = 32", "Trainer.display = False"]  # fmt: skip
+
+
+def run_tool(task_gin: str, run_dir: Path) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "tools/run.py", "--gin", task_gin, "--gin", "gin/agents/td3.gin", "--gin", "gin/smoke.gin",
+           *sum((["--bind", b] for b in BINDS), []), "--run-dir", str(run_dir)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def check_run(run_dir: Path) -> None:
+    records = read_metrics(run_dir)
+    assert any("actor/loss" in r for r in records) and any("eval/return_mean" in r for r in records)
+    state = load_checkpoint(list_checkpoints(run_dir)[-1])
+    assert state["env_steps"] == 400 and state["agent"]["num_updates"] == 200
+    assert set(state["agent"]["networks"]) == {"policy", "policy_target", "critic", "critic_target"}
+
+
+def test_td3_trains_on_dmc_through_run_py(tmp_path):
+    proc = run_tool("gin/flowrl_cheetah_run.gin", tmp_path)
+    assert "done: 400 env steps" in proc.stderr
+    assert "Trainer.agent = @TD3Agent" in (tmp_path / "config.gin").read_text()
+    check_run(tmp_path)
+
+
+def test_td3_trains_on_a_terminating_gym_task(tmp_path):
+    # Humanoid-v5 ends an episode when the torso falls: terminated rows (in process, as in test_sac).
+    parse(["gin/flowrl_cheetah_run.gin", "gin/agents/td3.gin", "gin/smoke.gin"],
+          [*BINDS, "make_env.task = 'gym/Humanoid-v5'"])
+    trainer = Trainer(run_dir=tmp_path)
+    assert isinstance(trainer.agent, TD3Agent)
+    trainer.train()
+    check_run(tmp_path)
+    assert any(r.get("train/episode_length", 1000) < 200 for r in read_metrics(tmp_path))
+
+
+@pytest.mark.skipif(not HAVE_HB, reason=f"HumanoidBench is not installed; to run this: {INSTALL}")
+def test_td3_trains_on_humanoidbench_through_run_py(tmp_path):
+    run_tool("gin/humanoidbench/h1_walk.gin", tmp_path)
+    check_run(tmp_path)
