@@ -1,7 +1,8 @@
 """Atomic checkpoints: a kill mid-write never leaves a corrupt newest checkpoint.
 
 A checkpoint is one ``torch.save`` file ``checkpoints/step_<env steps>.pt``, written to a temporary name in the same
-folder, flushed to disk, then renamed over (``os.replace`` is atomic on POSIX). The newest ``keep`` are kept.
+folder, flushed to disk, then renamed over (``os.replace`` is atomic on POSIX). The newest ``keep`` are kept. A write
+that fails (a full disk) removes its partial file, keeps the older checkpoints and ends with a one-line error.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from flowrl.errors import UserError
+from flowrl.errors import CheckpointWriteError, UserError
 
 _NAME = re.compile(r"^step_(\d+)\.pt$")
 
@@ -39,11 +40,22 @@ def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], keep: int =
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"step_{step:09d}.pt"
     tmp = folder / f".{path.name}.tmp"
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # torch reports a failed write of its zip stream as a RuntimeError
+        tmp.unlink(missing_ok=True)  # a partial file would hold the last free space
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0][:120]
+        kept = [p.name for p in list_checkpoints(run_dir)]
+        raise CheckpointWriteError(
+            f"could not write checkpoint {path} ({reason}); partial file removed, "
+            f"{'older checkpoints kept: ' + ', '.join(kept) if kept else 'no older checkpoint'}; "
+            f"fix: free disk space, then "
+            + (f"python tools/run.py --resume {run_dir}" if kept else "start the run again")
+        ) from e
     dir_fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(dir_fd)  # make the rename itself durable
@@ -68,6 +80,15 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not isinstance(state, dict) or "format" not in state:
         raise UserError(f"'{path}' is not a flowrl checkpoint; fix: pass a file written by tools/run.py")
     return state
+
+
+def require(state: dict[str, Any], keys: tuple[str, ...], path: Path) -> None:
+    """A one-line :class:`UserError` if ``state`` (loaded from ``path``) lacks any of ``keys``."""
+    missing = [k for k in keys if k not in state]
+    if missing:
+        older = [p.name for p in list_checkpoints(Path(path).parent.parent) if p != Path(path)]
+        hint = f"delete it to resume from {older[-1]}" if older else "start a new run"
+        raise UserError(f"checkpoint '{path}' holds only part of the state (no {', '.join(missing)}); fix: {hint}")
 
 
 def latest_checkpoint(run_dir: Path) -> Path:

@@ -1,12 +1,24 @@
-"""Shared plumbing for the entry points in tools/: one-line errors and exit codes."""
+"""Shared plumbing for the entry points in tools/: one-line errors and exit codes.
+
+Exit status: 0 done (or nothing left to do), 1 a non-finite loss stopped the run, 2 a user error (bad flag, config,
+folder, checkpoint, full disk), 128 + the signal's number when a signal stopped a run after writing a checkpoint:
+``EXIT_SIGTERM`` (143) for SIGTERM, a scheduler's pre-emption, so a job script can requeue on it, and ``EXIT_SIGINT``
+(130) for Ctrl-C.
+"""
 
 from __future__ import annotations
 
 import argparse
+import errno
+import signal
 import sys
 from typing import Callable, NoReturn
 
 from flowrl.errors import NonFiniteLossError, UserError
+
+
+EXIT_OK, EXIT_NONFINITE, EXIT_USER_ERROR = 0, 1, 2
+EXIT_SIGINT, EXIT_SIGTERM = 128 + signal.SIGINT, 128 + signal.SIGTERM
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -16,16 +28,36 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message}; fix: see {self.prog} --help\n")
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer (at least 1)")
+    return value
+
+
 def run_main(main: Callable[[], int | None]) -> NoReturn:
     """Call ``main``; a user error or a non-finite loss exits with one line on stderr instead of a traceback."""
     try:
         code = main() or 0
     except UserError as e:
         print(f"error: {_first_line(e)}", file=sys.stderr)
-        code = 2
+        code = EXIT_USER_ERROR
     except NonFiniteLossError as e:
         print(f"error: {_first_line(e)}", file=sys.stderr)
-        code = 1
+        code = EXIT_NONFINITE
+    except KeyboardInterrupt:  # before a run's own handler is installed (or in a tool without one)
+        print("error: interrupted; fix: run the command again", file=sys.stderr)
+        code = EXIT_SIGINT
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"error: {e.strerror} writing {e.filename or 'a file'}; fix: free disk space and run again",
+              file=sys.stderr)
+        code = EXIT_USER_ERROR
     sys.exit(code)
 
 

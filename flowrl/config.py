@@ -45,8 +45,13 @@ def parse(files: Sequence[str], bindings: Sequence[str] = ()) -> None:
     gin.clear_config()
     gin.add_config_file_search_path(str(REPO_ROOT))
     for f in files:
-        if not Path(f).is_file() and not (REPO_ROOT / f).is_file():
+        found = next((p for p in (Path(f), REPO_ROOT / f) if p.exists()), None)
+        if found is None:
             raise UserError(f"gin file '{f}' not found; fix: pass a path such as gin/flowrl_humanoid.gin")
+        if found.is_dir():
+            inside = sorted(found.glob("*.gin"))
+            example = Path(f) / inside[0].name if inside else "gin/flowrl_humanoid.gin"
+            raise UserError(f"gin file '{f}' is a directory; fix: name a .gin file, e.g. --gin {example}")
     try:
         gin.parse_config_files_and_bindings(list(files), list(bindings), finalize_config=False, skip_unknown=False)
     except (ValueError, SyntaxError, OSError, KeyError, TypeError) as e:

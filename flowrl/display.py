@@ -1,66 +1,103 @@
-"""Progress: a live ``rich`` panel on a terminal, one plain line per report elsewhere (CI, log files, ``live=False``)."""
+"""Progress: a ``rich.progress`` bar on a terminal, one plain line per report elsewhere (CI, log files, ``live=False``).
+
+Rates and the ETA come from the last ``window`` seconds (rich's ``speed_estimate_period``), not from the start: the
+warm-up's random steps run far faster than the steps with updates after it, and an average since the start would
+promise an ETA hours too early.
+"""
 
 from __future__ import annotations
 
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 from rich.console import Console
-from rich.live import Live
-from rich.table import Table
+from rich.progress import BarColumn, MofNCompleteColumn, ProgressColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress as RichProgress
+from rich.progress import Task, TimeRemainingColumn
+from rich.text import Text
 
 
-def _duration(seconds: float) -> str:
-    if seconds != seconds or seconds == float("inf"):
+class _Rate(ProgressColumn):
+    """A task's speed over the recent window."""
+
+    def __init__(self, unit: str):
+        super().__init__()
+        self.unit = unit
+
+    def render(self, task: Task) -> Text:
+        return Text(_rate(task.speed, self.unit), style="progress.data.speed")
+
+
+def _rate(speed: Optional[float], unit: str) -> str:
+    return f"{speed:,.1f} {unit}/s" if speed else f"? {unit}/s"
+
+
+def _duration(seconds: Optional[float]) -> str:
+    if seconds is None or seconds != seconds or seconds == float("inf"):
         return "?"
     h, rem = divmod(int(seconds), 3600)
     return f"{h}:{rem // 60:02d}:{rem % 60:02d}"
 
 
 class Progress:
-    """Shows env steps, steps/s, updates/s, the last eval return and the ETA."""
+    """Env steps of ``total_steps`` as a bar, steps/s and updates/s over the last ``window`` seconds, the ETA at that
+    rate, the elapsed time and the last evaluation return.
 
-    def __init__(self, total_steps: int, start_step: int = 0, live: bool = True, console: Optional[Console] = None):
+    Call ``tick`` as often as you like (it samples at most every ``sample_every`` seconds) and ``update`` at each
+    report (a plain line when not live).
+    """
+
+    def __init__(self, total_steps: int, start_step: int = 0, live: bool = True, console: Optional[Console] = None,
+                 window: float = 60.0, sample_every: float = 0.25, clock: Callable[[], float] = time.monotonic):
         self.console = console or Console(stderr=True)
-        self.total, self.start_step = total_steps, start_step
-        self.t0 = time.perf_counter()
+        self.total, self.sample_every, self.clock = total_steps, sample_every, clock
         self.last_eval: Optional[float] = None
-        self.live: Optional[Live] = None
-        if live and self.console.is_terminal:
-            self.live = Live(self._table(start_step, 0), console=self.console, refresh_per_second=2)
-            self.live.start()
+        self.live = bool(live and self.console.is_terminal)
+        self.bar = RichProgress(
+            TextColumn("[bold]flowrl"), BarColumn(), MofNCompleteColumn(), _Rate("steps"),
+            TextColumn("ETA"), TimeRemainingColumn(), TextColumn("elapsed"), TimeElapsedColumn(),
+            TextColumn("{task.fields[info]}"),
+            console=self.console, speed_estimate_period=window, refresh_per_second=2, disable=not self.live,
+            get_time=clock,
+        )  # fmt: skip
+        self.steps = self.bar.add_task("env steps", total=total_steps, completed=start_step, info="")
+        self.updates = self.bar.add_task("updates", total=None, visible=False, info="")
+        self._last_sample = float("-inf")
+        self.bar.start()
 
-    def _table(self, step: int, updates: int, extra: Optional[dict[str, float]] = None) -> Table:
-        elapsed = max(time.perf_counter() - self.t0, 1e-9)
-        rate = (step - self.start_step) / elapsed
-        eta = (self.total - step) / rate if rate > 0 else float("inf")
-        table = Table(title="flowrl", show_header=False)
-        rows = {
-            "env steps": f"{step:,} / {self.total:,}",
-            "steps/s": f"{rate:.1f}",
-            "updates/s": f"{updates / elapsed:.1f}",
-            "last eval return": "-" if self.last_eval is None else f"{self.last_eval:.1f}",
-            "elapsed / ETA": f"{_duration(elapsed)} / {_duration(eta)}",
-        }
-        rows.update({k: f"{v:.4g}" for k, v in (extra or {}).items()})
-        for k, v in rows.items():
-            table.add_row(k, v)
-        return table
+    @property
+    def steps_per_second(self) -> Optional[float]:
+        return self.bar.tasks[self.steps].speed
 
-    def update(self, step: int, updates: int, extra: Optional[dict[str, float]] = None) -> None:
-        if self.live is not None:
-            self.live.update(self._table(step, updates, extra))
+    @property
+    def updates_per_second(self) -> Optional[float]:
+        return self.bar.tasks[self.updates].speed
+
+    @property
+    def eta(self) -> Optional[float]:
+        return self.bar.tasks[self.steps].time_remaining
+
+    def tick(self, step: int, updates: int, force: bool = False) -> None:
+        """Record progress (at most every ``sample_every`` seconds unless ``force``)."""
+        now = self.clock()
+        if force or now - self._last_sample >= self.sample_every:
+            self._last_sample = now
+            self.bar.update(self.steps, completed=step)
+            self.bar.update(self.updates, completed=updates)
+
+    def update(self, step: int, updates: int) -> None:
+        """A report: refresh the bar's details, or print one plain line."""
+        self.tick(step, updates, force=True)
+        eval_str = "-" if self.last_eval is None else f"{self.last_eval:.1f}"
+        if self.live:
+            info = f"{_rate(self.updates_per_second, 'updates')}  eval {eval_str}"
+            self.bar.update(self.steps, info=info)
         else:
-            elapsed = max(time.perf_counter() - self.t0, 1e-9)
-            rate = (step - self.start_step) / elapsed
-            eval_str = "-" if self.last_eval is None else f"{self.last_eval:.1f}"
-            eta = _duration((self.total - step) / rate) if rate > 0 else "?"
             self.console.print(
-                f"step {step:,}/{self.total:,}  {rate:.1f} steps/s  {updates / elapsed:.1f} updates/s  "
-                f"eval {eval_str}  ETA {eta}",
+                f"step {step:,}/{self.total:,}  {_rate(self.steps_per_second, 'steps')}  "
+                f"{_rate(self.updates_per_second, 'updates')}  eval {eval_str}  ETA {_duration(self.eta)}",
                 highlight=False,
             )
 
     def close(self) -> None:
-        if self.live is not None:
-            self.live.stop()
+        self.bar.stop()

@@ -11,3 +11,7 @@ class MissingDependencyError(UserError):
 
 class NonFiniteLossError(RuntimeError):
     """A loss became NaN or inf; the run stops and the last good checkpoint is kept."""
+
+
+class CheckpointWriteError(UserError):
+    """A checkpoint could not be written (a full disk); the partial file is gone and older checkpoints are kept."""

@@ -8,6 +8,7 @@ interrupted and resumed from a periodic checkpoint therefore reproduces the unin
 from __future__ import annotations
 
 import math
+import os
 import signal
 from pathlib import Path
 from typing import Callable
@@ -18,14 +19,27 @@ import torch
 
 from components.buffers import ReplayBuffer
 from flowrl.agents.flowrl import FlowRLAgent
-from flowrl.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from flowrl.checkpoint import load_checkpoint, require, rng_state, save_checkpoint, set_rng_state
 from flowrl.display import Progress
 from flowrl.envs.registry import make_env
-from flowrl.errors import NonFiniteLossError
+from flowrl.errors import NonFiniteLossError, UserError
 from flowrl.evaluation import evaluate
 from flowrl.logger import MetricsLogger
 
 CHECKPOINT_FORMAT = 1
+STATE_KEYS = ("format", "env_steps", "segment", "update_debt", "window", "agent", "buffer", "rng")
+
+
+def threads_for_shared_cores(cpus: int, load: float, threads: int) -> int:
+    """Intra-op threads for a run that finds ``load`` (the 1-minute load average) on ``cpus`` cores: torch's default
+    ``threads`` when they are free, else one per core left free (at least one). Threads that wait for a busy core
+    stall every matmul: with one of two cores busy, two threads made a small run 4x slower than one."""
+    free = max(1, int(cpus - load + 0.5))
+    return min(threads, free)
+
+
+def _cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -50,7 +64,8 @@ class Trainer:
         bf16_autocast: run updates under bfloat16 autocast. None (default) follows the device: on CUDA the
             reference's precision (bf16 autocast, and TF32 matmuls for what stays float32), on the CPU float32.
         display: a live panel on a terminal (False: one plain progress line per log interval).
-        num_threads: torch's intra-op threads (0 keeps torch's default, one per core).
+        num_threads: torch's intra-op threads. 0 (default) chooses: torch's default (one per core) when the cores are
+            free, fewer (down to one) when the load average says other work shares them; ``thread_note`` says which.
     """
 
     def __init__(
@@ -83,6 +98,13 @@ class Trainer:
         self.updates_per_step, self.batch_size = updates_per_step, batch_size
         self.eval_every, self.eval_episodes, self.eval_deterministic = eval_every, eval_episodes, eval_deterministic
         self.checkpoint_every, self.log_every, self.display = checkpoint_every, log_every, display
+        self.thread_note = ""
+        if num_threads == 0 and hasattr(os, "getloadavg"):
+            default, load = torch.get_num_threads(), os.getloadavg()[0]
+            num_threads = threads_for_shared_cores(_cpus(), load, default)
+            if num_threads < default:
+                self.thread_note = (f"cores shared (load {load:.1f} on {_cpus()} cores): torch uses {num_threads} "
+                                    f"thread{'s' * (num_threads > 1)}; bind Trainer.num_threads to choose")
         if num_threads > 0:
             torch.set_num_threads(num_threads)
         torch.manual_seed(seed)
@@ -115,15 +137,35 @@ class Trainer:
             "agent": self.agent.state_dict(),
             "buffer": self.buffer.state_dict(),
             "rng": {"global": rng_state(), "trainer": self.rng.bit_generator.state},
+            "shapes": {"obs_dim": self.obs_dim, "act_dim": self.act_dim, "num_envs": self.num_envs},
+            "config": gin.operative_config_str(),
         }
 
-    def load(self, path: Path) -> None:
-        """Restore everything from a checkpoint file; the next segment starts fresh episodes."""
-        state = load_checkpoint(path)
+    def load(self, path: Path, state: dict | None = None) -> None:
+        """Restore everything from a checkpoint file (``state``: its contents, if already loaded); the next segment
+        starts fresh episodes. Optimiser hyperparameters (learning rate, betas, ...) come from this trainer's config,
+        not the checkpoint: a resumed run honours a changed ``lr``."""
+        state = load_checkpoint(path) if state is None else state
+        require(state, STATE_KEYS, path)
+        shapes = {"obs_dim": self.obs_dim, "act_dim": self.act_dim, "num_envs": self.num_envs}
+        saved = {k: state.get("shapes", shapes).get(k, v) for k, v in shapes.items()}
+        if saved != shapes:
+            diff = ", ".join(f"{k} {saved[k]} (now {v})" for k, v in shapes.items() if saved[k] != v)
+            raise UserError(f"checkpoint '{path}' was written for another task or env count: {diff}; fix: resume "
+                            f"with the run's own config.gin (its task and Trainer.num_envs unchanged)")
+        fresh = _optimizer_settings(self.agent)
+        try:
+            self.agent.load_state_dict(state["agent"])
+            self.buffer.load_state_dict(state["buffer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise UserError(f"checkpoint '{path}' does not fit this config ({str(e).strip().splitlines()[0][:160]});"
+                            f" fix: resume with the run's own config.gin, without --bind of network sizes or "
+                            f"ReplayBuffer.capacity") from e
+        for optimizer, groups in fresh:
+            for group, settings in zip(optimizer.param_groups, groups):
+                group.update(settings)
         self.env_steps, self.segment = state["env_steps"], state["segment"]
         self.update_debt, self.window = state["update_debt"], state["window"]
-        self.agent.load_state_dict(state["agent"])
-        self.buffer.load_state_dict(state["buffer"])
         set_rng_state(state["rng"]["global"])
         self.rng.bit_generator.state = state["rng"]["trainer"]
         self._close_env()  # the next train() starts this segment's envs
@@ -155,13 +197,18 @@ class Trainer:
         self._stop_signal = signum
 
     @property
+    def stop_signal(self) -> int | None:
+        """The signal (SIGINT or SIGTERM) that stopped the last ``train`` call, None if it ran to the end."""
+        return self._stop_signal
+
+    @property
     def stopped(self) -> bool:
         """Whether the last ``train`` call ended on Ctrl-C / SIGTERM (after writing a checkpoint)."""
         return self._stop_signal is not None
 
     def train(self) -> dict[str, float]:
         """Run until ``total_steps``; returns the last evaluation. Ctrl-C / SIGTERM checkpoint and stop cleanly."""
-        logger = MetricsLogger(self.run_dir, resume_step=self.env_steps if self.env_steps else None)
+        logger = MetricsLogger(self.run_dir, resume_step=self.env_steps)
         progress = Progress(self.total_steps, self.env_steps, live=self.display)
         previous = {s: signal.signal(s, self._request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
         last_eval: dict[str, float] = {}
@@ -173,6 +220,7 @@ class Trainer:
                 prev_steps = self.env_steps
                 obs = self._collect(obs, returns, lengths)
                 updates_done += self._learn()
+                progress.tick(self.env_steps, updates_done)
                 if self._crossed(prev_steps, self.log_every):
                     logger.log(self.env_steps, self._flush_window())
                     progress.update(self.env_steps, updates_done)
@@ -254,3 +302,9 @@ class Trainer:
                 f"non-finite {bad[0]} = {metrics[bad[0]]} at env step {self.env_steps}; the last good checkpoint "
                 f"in {self.run_dir / 'checkpoints'} is kept; fix: lower the learning rate or check the rewards"
             )
+
+
+def _optimizer_settings(agent) -> list[tuple[torch.optim.Optimizer, list[dict]]]:
+    """Each optimiser of ``agent`` (any attribute that is one) with its param groups' settings, without the params."""
+    optimizers = [v for v in vars(agent).values() if isinstance(v, torch.optim.Optimizer)]
+    return [(o, [{k: v for k, v in g.items() if k != "params"} for g in o.param_groups]) for o in optimizers]

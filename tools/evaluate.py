@@ -14,8 +14,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import gin  # noqa: E402
 
-from flowrl.checkpoint import latest_checkpoint, load_checkpoint  # noqa: E402
-from flowrl.cli import OneLineParser, run_main  # noqa: E402
+from flowrl.checkpoint import latest_checkpoint, load_checkpoint, require  # noqa: E402
+from flowrl.checks import check_device  # noqa: E402
+from flowrl.cli import OneLineParser, positive_int, run_main  # noqa: E402
 from flowrl.config import parse  # noqa: E402
 from flowrl.evaluation import evaluate  # noqa: E402
 from flowrl.trainer import resolve_device  # noqa: E402
@@ -25,14 +26,16 @@ def main() -> int:
     p = OneLineParser(prog="tools/evaluate.py", description=__doc__.splitlines()[0])
     p.add_argument("run_dir", type=Path)
     p.add_argument("--checkpoint", help="file name inside RUN_DIR/checkpoints (default: the newest)")
-    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--episodes", type=positive_int, default=10, help="episodes to run (at least 1)")
     p.add_argument("--deterministic", action="store_true", help="integrate from zero noise")
     p.add_argument("--seed", type=int, default=12345)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     args = p.parse_args()
+    check_device(args.device)
 
     path = args.run_dir / "checkpoints" / args.checkpoint if args.checkpoint else latest_checkpoint(args.run_dir)
     state = load_checkpoint(path)
+    require(state, ("agent", "env_steps"), path)
     parse([str(args.run_dir / "config.gin")])
     env = gin.query_parameter("Trainer.env_fn").scoped_configurable_fn(num_envs=args.episodes, seed=args.seed)
     agent_fn = gin.query_parameter("Trainer.agent").scoped_configurable_fn

@@ -1,0 +1,179 @@
+"""Checks of a parsed gin config, run before any env or network is built; each failure is a one-line UserError.
+
+``check_config`` catches values of the wrong type (against the configurable's type hints), out-of-range trainer
+settings, a config without a task and a device that is not there. ``check_resume`` catches ``--bind`` overrides
+that cannot apply to a resumed run because they change the shape of what its checkpoint holds.
+"""
+
+from __future__ import annotations
+
+import re
+import types
+import typing
+from typing import Any, Callable, Sequence
+
+import gin
+import gin.config
+import torch
+
+from flowrl.errors import UserError
+
+# (lowest allowed value, what the lowest means) of the trainer's counts; checked whether bound or left at default.
+_LOWEST = {
+    "Trainer.total_steps": 1,
+    "Trainer.warmup_steps": 0,
+    "Trainer.num_envs": 1,
+    "Trainer.batch_size": 1,
+    "Trainer.eval_every": 0,
+    "Trainer.eval_episodes": 1,
+    "Trainer.checkpoint_every": 0,
+    "Trainer.log_every": 0,
+    "Trainer.updates_per_step": 0,
+    "Trainer.num_threads": 0,
+    "ReplayBuffer.capacity": 1,
+}
+# What a resumed run cannot change: its checkpoint holds networks, buffers and envs of these sizes.
+_SHAPE_NAMES = {"Trainer.num_envs", "ReplayBuffer.capacity", "make_env.task", "Trainer.env_fn", "Trainer.agent",
+                "Trainer.buffer"}
+_SHAPE_PARAMS = {"hidden", "depth", "num_members", "num_layers", "width"}
+_BINDING = re.compile(r"^\s*([\w./]+)\s*=")
+
+
+def bound_values() -> dict[str, Any]:
+    """Every bound parameter of the parsed config as ``{'Configurable.param': value}`` (scoped: ``scope/...``)."""
+    values = {}
+    for (scope, selector), params in gin.config._CONFIG.items():
+        name = selector.rsplit(".", 1)[-1]
+        for param, value in params.items():
+            values[f"{scope + '/' if scope else ''}{name}.{param}"] = value
+    return values
+
+
+def value_of(name: str, default: Any = None) -> Any:
+    """The bound value of ``Configurable.param``, else its default in the signature, else ``default``."""
+    try:
+        return gin.query_parameter(name)
+    except ValueError:
+        pass
+    fn = _wrapped(name.split(".")[0])
+    if fn is not None:
+        import inspect
+
+        param = inspect.signature(fn).parameters.get(name.split(".")[1])
+        if param is not None and param.default is not inspect.Parameter.empty:
+            return param.default
+    return default
+
+
+def check_config() -> None:
+    """Types, ranges, task and device of the parsed config; raises a one-line UserError at the first problem."""
+    for name, value in bound_values().items():
+        _check_type(name, value)
+    for name, lowest in _LOWEST.items():
+        value = value_of(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < lowest:
+            example = _default(name)
+            example = example if isinstance(example, (int, float)) and example >= lowest else max(lowest, 1)
+            raise UserError(f"{name} = {value} is below {lowest}; fix: bind it to at least {lowest}, "
+                            f"e.g. --bind '{name} = {example}'")
+    capacity, num_envs = value_of("ReplayBuffer.capacity"), value_of("Trainer.num_envs")
+    if isinstance(capacity, int) and isinstance(num_envs, int) and capacity < 2 * num_envs:
+        raise UserError(f"ReplayBuffer.capacity = {capacity} cannot hold two steps of Trainer.num_envs = {num_envs} "
+                        f"envs; fix: bind ReplayBuffer.capacity to at least {2 * num_envs}")
+    env_fn = value_of("Trainer.env_fn")
+    if getattr(getattr(env_fn, "configurable", None), "name", getattr(env_fn, "__name__", "")) == "make_env":
+        if value_of("make_env.task", gin.REQUIRED) is gin.REQUIRED:
+            raise UserError("the config names no task (make_env.task is unbound); fix: pass a task config, e.g. "
+                            "--gin gin/flowrl_cheetah_run.gin (gin/flowrl_base.gin holds only shared settings)")
+    check_device(str(value_of("Trainer.device", "auto")))
+
+
+def check_device(device: str) -> None:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``, and CUDA only where torch can use it."""
+    if device == "auto":
+        return
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, ValueError):
+        raise UserError(f"unknown device '{device}'; fix: use --device auto, cpu or cuda") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        why = "torch is a CPU-only build" if torch.version.cuda is None else "no CUDA GPU is visible"
+        raise UserError(f"device '{device}' asked for but CUDA is not available ({why}, torch {torch.__version__});"
+                        f" fix: --device cpu (or auto)")
+
+
+def check_resume(bindings: Sequence[str], saved: dict[str, Any]) -> None:
+    """Refuse ``--bind`` overrides on resume that change a shape the checkpoint holds (``saved``: the run's values)."""
+    now = bound_values()
+    for binding in bindings:
+        match = _BINDING.match(binding)
+        if not match:
+            continue
+        name = match.group(1)
+        short = name.split("/")[-1]
+        if short not in _SHAPE_NAMES and short.split(".")[-1] not in _SHAPE_PARAMS:
+            continue
+        before, after = saved.get(name), now.get(name)
+        if repr(before) != repr(after):
+            raise UserError(f"--bind '{binding.strip()}' changes what the checkpoint holds (the run has "
+                            f"{name} = {before!r}); fix: drop it (a resumed run keeps its task, network sizes, "
+                            f"Trainer.num_envs and ReplayBuffer.capacity) or start a new run")
+
+
+def _default(name: str) -> Any:
+    import inspect
+
+    fn = _wrapped(name.split(".")[0])
+    param = inspect.signature(fn).parameters.get(name.split(".")[1]) if fn else None
+    return None if param is None else param.default
+
+
+def _wrapped(selector: str) -> Callable | None:
+    try:
+        fn = gin.config._REGISTRY.get_match(selector).wrapped
+    except (AttributeError, KeyError, ValueError):
+        return None
+    return fn.__init__ if isinstance(fn, type) else fn
+
+
+def _check_type(name: str, value: Any) -> None:
+    fn = _wrapped(name.split("/")[-1].split(".")[0])
+    if fn is None:
+        return
+    try:
+        hint = typing.get_type_hints(fn).get(name.rsplit(".", 1)[-1])
+    except Exception:  # a hint that does not resolve is no reason to refuse a config
+        return
+    if hint is None or _fits(value, hint) is not False:
+        return
+    kind = getattr(hint, "__name__", str(hint))
+    raise UserError(f"{name} = {value!r} is not {'an' if kind[0] in 'aeiou' else 'a'} {kind}; "
+                    f"fix: bind it to {'an' if kind[0] in 'aeiou' else 'a'} {kind}, e.g. --bind '{name} = "
+                    f"{_example(name, hint)}'")
+
+
+def _example(name: str, hint: Any) -> str:
+    default = _default(name.split("/")[-1])
+    if default is not None and _fits(default, hint):
+        return repr(default)
+    return {int: "1", float: "1.0", bool: "True", str: "'...'"}.get(hint, "...")
+
+
+def _fits(value: Any, hint: Any) -> bool | None:
+    """Whether ``value`` fits the simple ``hint`` (int, float, bool, str, None, unions of them); None: cannot tell."""
+    if not isinstance(value, (int, float, str, type(None))):
+        return None  # references, macros, containers: gin and the callee check them
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        answers = [_fits(value, h) for h in typing.get_args(hint)]
+        return True if True in answers else (None if None in answers else False)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    return None

@@ -1,0 +1,61 @@
+"""A run folder owned by one live process, written atomically, removed again if the run never took a step.
+
+Ownership is an exclusive ``fcntl.flock`` on ``RUN/.lock``: the kernel drops it when the process ends, however it ends
+(a SIGKILL included), so a dead run never blocks its own resume and two live runs never share a folder.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+from pathlib import Path
+
+from flowrl.errors import UserError
+
+LOCK_FILE = ".lock"
+
+
+class RunFolder:
+    """Claim ``path`` for this process (creating it if ``create``); a one-line UserError if that cannot be done."""
+
+    def __init__(self, path: Path, create: bool = True):
+        self.path = Path(path)
+        if self.path.exists() and not self.path.is_dir():
+            raise UserError(f"run folder '{self.path}' is an existing file; fix: pass a folder path to --run-dir")
+        self.created = not self.path.exists()
+        if self.created and not create:
+            raise UserError(f"run folder '{self.path}' does not exist; fix: pass the --run-dir of an earlier run")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            if self.created:
+                shutil.rmtree(self.path, ignore_errors=True)
+            raise UserError(f"cannot write to run folder '{self.path}' ({e.strerror}); fix: pass a writable "
+                            f"--run-dir") from None
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(self._fd)
+            raise UserError(f"run folder '{self.path}' is in use by another live run (pid {owner}); fix: wait for "
+                            f"it to end, or pass another --run-dir") from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+
+    def write_text(self, name: str, text: str) -> None:
+        """Write ``RUN/name`` atomically (a kill mid-write leaves the old file)."""
+        tmp = self.path / f".{name}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, self.path / name)
+
+    def release(self) -> None:
+        """Give the folder up before this process ends (ending the process does the same)."""
+        os.close(self._fd)
+
+    def remove_if_created(self) -> bool:
+        """Delete the folder if this process created it (a start that failed before its first step)."""
+        if self.created:
+            shutil.rmtree(self.path, ignore_errors=True)
+        return self.created
