@@ -1,4 +1,4 @@
-"""Benchmarks: ``python tools/bench.py {update,act,env,buffer,loop,learn} [--quick] [--json FILE] [--threads N]``.
+"""Benchmarks: ``python tools/bench.py {update,act,env,buffer,loop,learn,reference} [--quick] [--json FILE]``.
 
 ``loop``: the runner's learning-phase env steps/s on cheetah-run. ``update``: FlowRL updates/s at the paper's configuration on humanoid-run sizes (fp32 / bf16 autocast, eager /
 compiled, hidden 512 and 256), achieved GFLOP/s next to this machine's dense matmul GFLOP/s, and a per-loss breakdown.
@@ -6,6 +6,8 @@ compiled, hidden 512 and 256), achieved GFLOP/s next to this machine's dense mat
 and HumanoidBench. ``buffer``: memory of a 1M-transition dog-run replay buffer, insert and sample rates. ``learn``:
 seeds of ``tools/run.py`` on a task config, summarised per eval step, with a plot. Each prints tables headed by the
 machine's description; ``--json FILE`` writes the same numbers; ``--quick`` is a run of under a minute for CI.
+``reference``: flowrl against a checkout of the authors' code (``--ref DIR``), side by side in one process at equal
+settings (fp32, bf16 autocast, compiled): time per update pair and per action, and the ratios.
 """
 
 from __future__ import annotations
@@ -332,6 +334,26 @@ def cmd_loop(args: argparse.Namespace, console: Console) -> dict:
     return {"loop": results}
 
 
+# ---------------------------------------------------------------------------------------------------- reference
+def cmd_reference(args: argparse.Namespace, console: Console) -> dict:
+    """flowrl vs the authors' reference (``--ref DIR``) at equal settings, interleaved in one process."""
+    from flowrl.bench_reference import compare  # noqa: PLC0415  (the reference is loaded only for this command)
+
+    rounds, warm = (3, 1) if args.quick else (args.rounds, 5)
+    obs_dim, act_dim, hidden = (17, 6, 64) if args.quick else (*bu.HUMANOID_RUN, 512)
+    results = [compare(args.ref, s, obs_dim, act_dim, hidden, BATCH, rounds, warm) for s in args.settings]
+    console.print(table(
+        f"flowrl vs reference, one process, {torch.get_num_threads()} thread(s), obs {obs_dim}, act {act_dim}, "
+        f"hidden {hidden}, batch {BATCH}, median of {rounds} interleaved rounds",
+        ["setting", "ref ms / update pair", "flowrl ms / update pair", "flowrl / ref", "ref µs / act (train path)",
+         "ref µs / act (no_grad)", "flowrl µs / act", "flowrl / ref (train)", "flowrl / ref (no_grad)"],
+        [[r["setting"], r["update_pair_ms"]["reference"], r["update_pair_ms"]["flowrl"], r["update_ratio"],
+          r["act_us"]["reference (training path)"], r["act_us"]["reference (no_grad path)"], r["act_us"]["flowrl"],
+          r["act_ratio_training_path"], r["act_ratio_no_grad_path"]] for r in results],
+    ))  # fmt: skip
+    return {"reference": str(args.ref), "comparisons": results}
+
+
 def build_parser() -> OneLineParser:
     """The parser: one subcommand per benchmark, each with --quick, --json and --threads."""
     common = OneLineParser(add_help=False)
@@ -341,13 +363,18 @@ def build_parser() -> OneLineParser:
     p = OneLineParser(prog="tools/bench.py", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     for name, fn in (("update", cmd_update), ("act", cmd_act), ("env", cmd_env), ("buffer", cmd_buffer),
-                     ("loop", cmd_loop), ("learn", cmd_learn)):
+                     ("loop", cmd_loop), ("learn", cmd_learn), ("reference", cmd_reference)):
         s = sub.add_parser(name, parents=[common], help=fn.__doc__, description=fn.__doc__)
         s.set_defaults(func=fn)
     for name in ("update", "loop"):
         sub.choices[name].add_argument(
             "--compile", action=argparse.BooleanOptionalAction,
             help="time the torch.compile variants (default: yes, but no with --quick: compiling takes about 40 s)")
+    ref = sub.choices["reference"]
+    ref.add_argument("--ref", type=Path, required=True, metavar="DIR", help="a checkout of bytedance/FlowRL")
+    ref.add_argument("--settings", nargs="+", choices=["fp32", "bf16", "compiled"], default=["fp32", "bf16"],
+                     help="precision/compile settings, each on both sides (default: fp32 bf16)")
+    ref.add_argument("--rounds", type=int, default=31, help="interleaved timing rounds (default 31)")
     learn = sub.choices["learn"]
     learn.add_argument("--gin", action="append", default=[], metavar="FILE", help=f"task config (default: {LEARN_GIN})")
     learn.add_argument("--bind", action="append", default=[], metavar="BINDING", help="extra gin binding for every run")

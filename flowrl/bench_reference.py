@@ -1,0 +1,111 @@
+"""flowrl against the authors' reference, side by side in one process at equal settings (``tools/bench.py reference``).
+
+Both sides run the same sizes, batch, threads and precision, in interleaved rounds (the order alternates each
+round), so that a load or clock change hits both alike; a figure is the median over rounds and the ratio is
+flowrl's median time over the reference's. Settings: ``fp32`` (eager, float32), ``bf16`` (eager, bf16 autocast on
+both: the reference's own autocast path, which it enables only on CUDA), ``compiled`` (float32, ``torch.compile``
+in one mode on both: the reference's decorated methods, flowrl's network forwards).
+
+What is timed: one update pair (one update with the policy step, one without) on a fixed batch: the reference's
+``update_parameters`` (with its numpy-to-tensor conversion of the batch), flowrl's ``update`` on the same batch as
+tensors. One action for one observation: the reference's ``select_action`` on its training path (with autograd) and
+on its evaluation path under ``no_grad``, against ``FlowRLAgent.act``.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from components.buffers import Batch
+from flowrl import bench_utils as bu
+from flowrl.reference import build_reference
+
+SETTINGS = ("fp32", "bf16", "compiled")
+
+
+def _batch(obs_dim: int, act_dim: int, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {
+        "obs": rng.normal(size=(batch, obs_dim)).astype(np.float32),
+        "action": np.tanh(rng.normal(size=(batch, act_dim))).astype(np.float32),
+        "reward": rng.normal(size=batch).astype(np.float32),
+        "next_obs": rng.normal(size=(batch, obs_dim)).astype(np.float32),
+        "mask": (rng.random(batch) > 0.01).astype(np.float32),
+    }
+
+
+def _interleaved(fns: dict[str, Callable[[], object]], rounds: int, warmup: int) -> dict[str, float]:
+    """Median seconds per call of each function, timed in alternating order each round."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    names = list(fns)
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            start = time.perf_counter()
+            fns[name]()
+            times[name].append(time.perf_counter() - start)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def compare(ref_dir: Path, setting: str, obs_dim: int, act_dim: int, hidden: int, batch: int, rounds: int,
+            warmup: int) -> dict:
+    """Median ms per update pair and per action on both sides, and flowrl's ratio to the reference."""
+    if setting not in SETTINGS:
+        raise ValueError(f"setting must be one of {SETTINGS}")
+    compiled, bf16 = setting == "compiled", setting == "bf16"
+    torch.manual_seed(0)
+    _, ref = build_reference(ref_dir, obs_dim, act_dim, hidden, compile_mode="default" if compiled else None,
+                             bf16=bf16)
+    torch.manual_seed(0)
+    ours = bu.make_agent(obs_dim, act_dim, hidden, torch.bfloat16 if bf16 else None)
+    if compiled:
+        ours.compile()
+    data = _batch(obs_dim, act_dim, batch)
+    tensors = Batch(
+        obs=torch.from_numpy(data["obs"]), action=torch.from_numpy(data["action"]),
+        reward=torch.from_numpy(data["reward"])[:, None], next_obs=torch.from_numpy(data["next_obs"]),
+        terminated=torch.from_numpy(1.0 - data["mask"])[:, None], truncated=torch.zeros(batch, 1),
+    )  # fmt: skip
+
+    class Memory:
+        def sample(self, batch_size):
+            return data["obs"], data["action"], data["reward"], data["next_obs"], data["mask"]
+
+    memory, counter = Memory(), [0]
+
+    def ref_pair() -> None:
+        for _ in range(2):
+            ref.update_parameters(memory, batch, counter[0])
+            counter[0] += 1
+
+    def ours_pair() -> None:
+        ours.update(tensors)
+        ours.update(tensors)
+
+    one_obs = data["obs"][0]
+
+    def ref_eval_act() -> None:
+        with torch.no_grad():
+            ref.select_action(one_obs, evaluate=True)
+
+    update = _interleaved({"reference": ref_pair, "flowrl": ours_pair}, rounds, warmup)
+    act = _interleaved({"reference (training path)": lambda: ref.select_action(one_obs),
+                        "reference (no_grad path)": ref_eval_act,
+                        "flowrl": lambda: ours.act(one_obs[None])}, rounds * 10, warmup * 5)
+    return {
+        "setting": setting, "obs_dim": obs_dim, "act_dim": act_dim, "hidden": hidden, "batch": batch,
+        "rounds": rounds, "threads": torch.get_num_threads(),
+        "update_pair_ms": {k: 1e3 * v for k, v in update.items()},
+        "update_ratio": update["flowrl"] / update["reference"],
+        "act_us": {k: 1e6 * v for k, v in act.items()},
+        "act_ratio_training_path": act["flowrl"] / act["reference (training path)"],
+        "act_ratio_no_grad_path": act["flowrl"] / act["reference (no_grad path)"],
+    }  # fmt: skip
