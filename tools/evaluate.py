@@ -6,6 +6,7 @@ the success rate where the task reports one) over N episodes.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -27,7 +28,9 @@ def main() -> int:
     p.add_argument("run_dir", type=Path)
     p.add_argument("--checkpoint", help="file name inside RUN_DIR/checkpoints (default: the newest)")
     p.add_argument("--episodes", type=positive_int, default=10, help="episodes to run (at least 1)")
-    p.add_argument("--deterministic", action="store_true", help="integrate from zero noise")
+    p.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None,
+                   help="act without exploration noise (FlowRL: from zero noise; SAC: the mean; TD3: no noise); "
+                        "default: as the run evaluated (its Trainer.eval_deterministic)")
     p.add_argument("--seed", type=int, default=12345)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     args = p.parse_args()
@@ -41,12 +44,21 @@ def main() -> int:
     agent_fn = gin.query_parameter("Trainer.agent").scoped_configurable_fn
     agent = agent_fn(env.obs_dim, env.act_dim, device=resolve_device(args.device))
     agent.load_state_dict(state["agent"])
+    deterministic = args.deterministic if args.deterministic is not None else _run_evaluated_deterministic()
     try:
-        result = evaluate(lambda o: agent.act(o, deterministic=args.deterministic), env)
+        result = evaluate(lambda o: agent.act(o, deterministic=deterministic), env)
     finally:
         env.close()
-    print(json.dumps({"checkpoint": str(path), "env_steps": state["env_steps"], "episodes": args.episodes, **result}))
+    print(json.dumps({"checkpoint": str(path), "env_steps": state["env_steps"], "episodes": args.episodes,
+                      "deterministic": deterministic, **result}))
     return 0
+
+
+def _run_evaluated_deterministic() -> bool:
+    try:
+        return bool(gin.query_parameter("Trainer.eval_deterministic"))
+    except ValueError:  # not in the run's config: the Trainer's default
+        return False
 
 
 if __name__ == "__main__":

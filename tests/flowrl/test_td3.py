@@ -4,6 +4,7 @@ steps, exploration noise, state round trips, and short real runs through tools/r
 
 import functools
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -195,6 +196,16 @@ def test_td3_trains_on_dmc_through_run_py(tmp_path):
     assert "done: 400 env steps" in proc.stderr
     assert "Trainer.agent = @TD3Agent" in (tmp_path / "config.gin").read_text()
     check_run(tmp_path)
+    # tools/evaluate.py rebuilds the agent from the config and, by default, acts as the run evaluated (without
+    # exploration noise): on the run's own evaluation seed it reproduces the run's last evaluation exactly.
+    eval_seed = 0 + 1_000_003 + 400  # Trainer._evaluate's seed at env step 400
+    cmd = [sys.executable, "tools/evaluate.py", str(tmp_path), "--episodes", "1", "--seed", str(eval_seed),
+           "--device", "cpu"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    last_eval = [r for r in read_metrics(tmp_path) if "eval/return_mean" in r][-1]["eval/return_mean"]
+    assert result["deterministic"] is True and result["return_mean"] == pytest.approx(last_eval, rel=1e-9)
 
 
 def test_td3_trains_on_a_terminating_gym_task(tmp_path):
