@@ -1,0 +1,72 @@
+"""Sweeps: a grid of tasks x variants x seeds, each trial an ordinary run folder, run here or on Ray.
+
+``run_sweep`` is what ``tools/sweep.py`` calls: expand and check the grid, write ``sweep.json``, skip finished
+trials, run the rest (resuming those with a checkpoint) under a live view, and say what happened in one line.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from flowrl.sweep.execute import SweepInterrupted, check_address, require_ray, run_local, run_ray
+from flowrl.sweep.monitor import SweepMonitor
+from flowrl.sweep.plan import Trial, expand, parse_seeds, read_plan, write_plan
+from flowrl.sweep.trial import finished, run_trial
+
+__all__ = ["Trial", "expand", "parse_seeds", "read_plan", "run_sweep", "run_trial", "usable_cores", "write_plan"]
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def run_sweep(base: Sequence[str], factors: Sequence[Sequence[str]], tasks: Sequence[str], seeds: str,
+              bindings: Sequence[str], out: Path, threads: int = 1, parallel: int | None = None, ray: bool = False,
+              ray_address: str | None = None, ray_cpus: int | None = None, gpus: float = 0.0, max_retries: int = 3, dry_run: bool = False,
+              command: Sequence[str] = ()) -> int:
+    """Returns the exit status: 0 when every trial is finished, 1 when some failed, 130 on Ctrl-C."""
+    out = Path(out)
+    if ray or ray_address:
+        require_ray()
+    if ray_address:
+        check_address(ray_address)  # before the plan: a sweep that cannot start leaves nothing behind
+    trials = expand(base, factors, tasks, parse_seeds(seeds), bindings, out, threads)
+    parallel = parallel or max(1, usable_cores() // threads)
+    executor = f"ray ({ray_address})" if ray_address else "ray (local)" if ray else f"local, {parallel} at once"
+    settings = {"threads_per_trial": threads, "executor": executor, "gpus_per_trial": gpus, "max_retries": max_retries}
+    plan = write_plan(out, trials, command, settings)
+    todo = [t for t in trials if not finished(t)]
+    print(f"sweep: {len(trials)} trials ({len({t.task for t in trials})} tasks x {len({t.variant for t in trials})} "
+          f"variants x {len({t.seed for t in trials})} seeds), {len(trials) - len(todo)} already finished; plan in "
+          f"{plan}; {executor}, {threads} thread(s) per trial", file=sys.stderr)
+    if not todo or dry_run:
+        print(f"nothing to run; report: python tools/report.py {out}" if not todo else "dry run: nothing started",
+              file=sys.stderr)
+        return 0
+    monitor = SweepMonitor(trials)
+    for t in trials:
+        if t not in todo:
+            monitor.outcome(t.id, "skipped")
+    try:
+        with monitor:
+            if ray or ray_address:
+                results = run_ray(todo, monitor, threads, gpus, max_retries, ray_address, num_cpus=ray_cpus or usable_cores())
+            else:
+                results = run_local(todo, monitor, parallel, threads, max_retries)
+    except SweepInterrupted:
+        print(f"interrupted: running trials wrote checkpoints; resume: run the same command again", file=sys.stderr)
+        return 130
+    failed = [r for r in results.values() if r["status"] != "done"]
+    for r in failed:
+        print(f"failed: {r['id']}: {r['error']} (log: {Path(next(t.run_dir for t in trials if t.id == r['id'])) / 'sweep.log'})",
+              file=sys.stderr)
+    print(f"sweep {'done' if not failed else 'ended'}: {len(results) - len(failed)} ran to the end, {len(failed)} "
+          f"failed, {len(trials) - len(todo)} were already finished; report: python tools/report.py {out}",
+          file=sys.stderr)
+    return 1 if failed else 0

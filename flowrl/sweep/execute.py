@@ -1,0 +1,128 @@
+"""Run a sweep's trials: embedded on this machine (threads, each waiting on one ``tools/run.py`` child) or on Ray.
+
+Embedded: ``parallel`` trials at once; a trial stopped by a signal is started again (it resumes from its checkpoint)
+up to ``max_retries`` times. Ray: each trial is a Ray task with its CPU/GPU request; Ray retries a task whose worker
+died (``max_retries``) or that raised :class:`~flowrl.sweep.trial.TrialPreempted`, and the retry resumes the trial
+from its newest checkpoint. Either way the folders decide what is left, so the same sweep run again runs only that.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import asdict
+from typing import Sequence
+
+from flowrl.errors import MissingDependencyError, UserError
+from flowrl.sweep.monitor import SweepMonitor
+from flowrl.sweep.plan import Trial
+from flowrl.sweep.trial import TrialPreempted, run_trial
+
+
+class SweepInterrupted(Exception):
+    """Ctrl-C: running trials were stopped after writing checkpoints."""
+
+
+def run_local(trials: Sequence[Trial], monitor: SweepMonitor, parallel: int, threads: int, max_retries: int = 3,
+              poll_every: float = 1.0) -> dict[str, dict]:
+    """Run ``trials`` on this machine, ``parallel`` at once; returns each trial's result by id."""
+    stopping = threading.Event()
+
+    def attempt(trial: Trial) -> dict:
+        for i in range(max_retries + 1):
+            try:
+                return run_trial(trial, threads)
+            except TrialPreempted as e:
+                if stopping.is_set() or i == max_retries:
+                    return {"id": trial.id, "status": "failed", "returncode": None, "error": str(e), "ran": True}
+        raise AssertionError("unreachable")
+
+    results: dict[str, dict] = {}
+    with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="trial") as pool:
+        futures: dict[Future, Trial] = {pool.submit(attempt, t): t for t in trials}
+        try:
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, timeout=poll_every, return_when=FIRST_COMPLETED)
+                for f in done:
+                    results[futures[f].id] = f.result()
+                    monitor.outcome(futures[f].id, results[futures[f].id]["status"])
+                monitor.poll()
+        except KeyboardInterrupt:
+            # The terminal's Ctrl-C reached the children too: they checkpoint and exit; no trial starts after this.
+            stopping.set()
+            for f in futures:
+                f.cancel()
+            pool.shutdown(wait=True)
+            raise SweepInterrupted() from None
+    return results
+
+
+def require_ray():
+    try:
+        import ray
+    except ImportError:
+        raise MissingDependencyError("Ray is not installed; fix: pip install -e '.[sweep]' (or drop --ray)") from None
+    return ray
+
+
+def check_address(address: str, timeout: float = 5.0) -> None:
+    """Fail fast, in one line, when a Ray address does not answer (``ray.init`` would retry for minutes)."""
+    if address == "auto":
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"bad Ray address '{address}'; fix: HOST:PORT of the head node, e.g. 10.0.0.5:6379")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise UserError(f"Ray address '{address}' does not answer ({e.strerror or type(e).__name__}); fix: start "
+                        f"the cluster (ray start --head) and pass its address, or use --ray for a local one") from None
+
+
+def _ray_trial(spec: dict, threads: int) -> dict:
+    # Module level, so Ray can ship it by reference to any worker that has flowrl installed.
+    return run_trial(Trial(**spec), threads)
+
+
+def run_ray(trials: Sequence[Trial], monitor: SweepMonitor, threads: int, gpus: float = 0.0, max_retries: int = 3,
+            address: str | None = None, num_cpus: int | None = None, poll_every: float = 1.0) -> dict[str, dict]:
+    """Run ``trials`` as Ray tasks on a new local instance (``address`` None) or on the cluster at ``address``."""
+    ray = require_ray()
+    if address is not None:
+        check_address(address)
+    started = not ray.is_initialized()
+    if started:
+        kwargs = {"address": address} if address else {"num_cpus": num_cpus, "include_dashboard": False}
+        ray.init(log_to_driver=False, logging_level="warning", **kwargs)
+    try:
+        remote = ray.remote(_ray_trial).options(num_cpus=threads, num_gpus=gpus, max_retries=max_retries,
+                                                retry_exceptions=[TrialPreempted])
+        refs = {remote.remote(asdict(t), threads): t for t in trials}
+        results: dict[str, dict] = {}
+        pending = list(refs)
+        try:
+            while pending:
+                done, pending = ray.wait(pending, num_returns=len(pending), timeout=poll_every)
+                for ref in done:
+                    trial = refs[ref]
+                    try:
+                        results[trial.id] = ray.get(ref)
+                    except Exception as e:  # retries used up: a worker died each time, or kept being preempted
+                        cause = str(e).strip().splitlines()
+                        results[trial.id] = {"id": trial.id, "status": "failed", "returncode": None, "ran": True,
+                                             "error": f"{type(e).__name__}: {cause[-1] if cause else ''}"}
+                    monitor.outcome(trial.id, results[trial.id]["status"])
+                monitor.poll()
+        except KeyboardInterrupt:
+            for ref in pending:
+                ray.cancel(ref)  # a KeyboardInterrupt in the task: its child checkpoints, then the task ends
+            ray.wait(pending, num_returns=len(pending), timeout=120)
+            raise SweepInterrupted() from None
+        return results
+    finally:
+        if started:
+            ray.shutdown()

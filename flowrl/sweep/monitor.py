@@ -1,0 +1,77 @@
+"""The sweep's live view: one ``rich.progress`` row per trial (state, env steps, last eval return, ETA) on a
+terminal, plain timestamped lines elsewhere (a state change per line, and a summary every ``summary_every`` seconds).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from flowrl.sweep.plan import Trial
+from flowrl.sweep.trial import progress
+
+# States: queued (not started, or waiting for a retry), running, done, failed, skipped (finished before this sweep).
+_STYLE = {"queued": "dim", "running": "cyan", "done": "green", "failed": "bold red", "skipped": "green dim"}
+
+
+class SweepMonitor:
+    """Polls every trial's folder; ``outcome(trial, status)`` records what the executor learned."""
+
+    def __init__(self, trials: Sequence[Trial], console: Console | None = None, summary_every: float = 60.0):
+        self.trials = list(trials)
+        self.console = console or Console(stderr=True)
+        self.live = self.console.is_terminal
+        self.state = {t.id: "queued" for t in self.trials}
+        self.final: dict[str, str] = {}
+        self.summary_every, self._last_summary = summary_every, time.monotonic()
+        self.bar = Progress(
+            TextColumn("{task.description}"), TextColumn("{task.fields[state]}"), BarColumn(bar_width=20),
+            MofNCompleteColumn(), TextColumn("eval {task.fields[eval]}"), TextColumn("ETA"), TimeRemainingColumn(),
+            console=self.console, speed_estimate_period=120, refresh_per_second=1, disable=not self.live,
+        )  # fmt: skip
+        self.rows = {t.id: self.bar.add_task(t.id, total=t.total_steps, state="queued", eval="-") for t in self.trials}
+
+    def __enter__(self) -> "SweepMonitor":
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.poll()
+        self.bar.stop()
+
+    def outcome(self, trial_id: str, status: str) -> None:
+        """``done``, ``skipped`` or ``failed``: final, whatever the folder says later."""
+        self.final[trial_id] = status
+
+    def poll(self) -> None:
+        for t in self.trials:
+            p = progress(Path(t.run_dir))
+            state = self.final.get(t.id) or ("running" if p.running else "queued")
+            if state != self.state[t.id]:
+                if state == "running":  # resumed trials jump to their checkpoint: restart the rate estimate there
+                    self.bar.reset(self.rows[t.id], completed=p.steps)
+                self._line(f"{t.id}: {state} at env step {p.steps:,}/{t.total_steps:,}"
+                           + (f", last eval return {p.last_eval:.1f}" if p.last_eval is not None else ""))
+            self.state[t.id] = state
+            self.bar.update(self.rows[t.id], completed=p.steps, eval="-" if p.last_eval is None else f"{p.last_eval:.1f}",
+                            state=f"[{_STYLE[state]}]{state}[/]")
+        if not self.live and time.monotonic() - self._last_summary >= self.summary_every:
+            self._last_summary = time.monotonic()
+            self._line(self.summary())
+
+    def summary(self) -> str:
+        counts = {s: list(self.state.values()).count(s) for s in _STYLE}
+        steps = sum(min(progress(Path(t.run_dir)).steps, t.total_steps) for t in self.trials)
+        total = sum(t.total_steps for t in self.trials)
+        return "sweep: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + f"; {steps:,}/{total:,} env steps"
+
+    def _line(self, text: str) -> None:
+        if self.live:
+            self.bar.console.log(text)
+        else:
+            print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)

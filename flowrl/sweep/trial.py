@@ -1,0 +1,160 @@
+"""Run one trial as ``tools/run.py`` in a child process, and read a trial's progress from its run folder.
+
+A trial is finished when its newest checkpoint has reached its ``total_steps``: the folder alone decides, so a sweep run
+again (on any machine that sees the folder) skips finished trials, resumes those with a checkpoint with ``--resume``
+and starts the others afresh. The child gets SIGTERM when the process that started it dies (``PR_SET_PDEATHSIG``), so
+a killed worker's run writes a checkpoint and stops instead of racing the retry for its folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from flowrl.checkpoint import list_checkpoints
+from flowrl.config import REPO_ROOT
+from flowrl.sweep.plan import Trial
+
+PID_FILE = ".sweep.pid"  # "host pid" of the trial's live child; the monitor shows such a trial as running
+LOG_FILE = "sweep.log"  # the child's stdout and stderr, appended over attempts
+# Exit status of tools/run.py after a signal stopped it with a checkpoint written (128 + SIGINT / SIGTERM); older
+# versions of run.py exited 0 there, which reads the same here because the folder is then not finished.
+_STOPPED = {130, 143}
+# The launcher asks for SIGTERM on its parent's death, checks the parent did not die first, then becomes run.py.
+_LAUNCH = ("import ctypes, os, signal, sys; ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM); "
+           "os.getppid() == int(sys.argv[1]) or sys.exit(143); os.execv(sys.executable, [sys.executable, *sys.argv[2:]])")
+
+
+class TrialPreempted(RuntimeError):
+    """The trial stopped before its end (a signal, a dead worker's leftover run): run it again to resume it."""
+
+
+@dataclass
+class Progress:
+    """What a trial's folder says: env steps logged, the newest checkpoint's step, the last eval return."""
+
+    steps: int = 0
+    checkpoint_step: int = 0
+    last_eval: float | None = None
+    running: bool = False
+
+
+def checkpoint_step(run_dir: Path) -> int:
+    found = list_checkpoints(run_dir)
+    return int(found[-1].stem.split("_")[1]) if found else 0
+
+
+def finished(trial: Trial) -> bool:
+    return checkpoint_step(Path(trial.run_dir)) >= trial.total_steps
+
+
+def progress(run_dir: Path) -> Progress:
+    """Read the folder cheaply (metrics tail, checkpoint names); tolerant of a line being written."""
+    run_dir = Path(run_dir)
+    p = Progress(checkpoint_step=checkpoint_step(run_dir), running=(run_dir / PID_FILE).is_file())
+    p.steps = p.checkpoint_step
+    path = run_dir / "metrics.jsonl"
+    if path.is_file():
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 65536))
+            tail = f.read().decode(errors="replace").splitlines()
+        for line in tail:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("step"), int):
+                p.steps = max(p.steps, record["step"])
+                if record.get("eval/return_mean") is not None:
+                    p.last_eval = float(record["eval/return_mean"])
+    return p
+
+
+def command(trial: Trial) -> list[str]:
+    """The ``tools/run.py`` arguments that start the trial, or resume it when it has a checkpoint."""
+    run_py = str(REPO_ROOT / "tools" / "run.py")
+    if checkpoint_step(Path(trial.run_dir)) > 0:
+        # The run's own config.gin holds the overlays; the bindings again, so a longer total_steps extends the run.
+        head = ["--resume", trial.run_dir]
+        binds = [b for b in trial.bindings if not b.startswith("make_env.task")]
+    else:
+        head = [a for f in trial.gin for a in ("--gin", f)] + ["--seed", str(trial.seed), "--run-dir", trial.run_dir]
+        binds = trial.bindings
+    return [run_py, *head, *[a for b in binds for a in ("--bind", b)], "--no-display"]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _wait_for_leftover(run_dir: Path, timeout: float) -> None:
+    """Wait until an earlier attempt's child on this host (a killed worker's run, writing its checkpoint) is gone."""
+    pid_file = run_dir / PID_FILE
+    try:
+        host, pid = pid_file.read_text().split()
+    except (OSError, ValueError):
+        return
+    if host != socket.gethostname():
+        return  # that node's child got the same SIGTERM; the folder lock of newer run.py versions guards the rest
+    deadline = time.monotonic() + timeout
+    while _alive(int(pid)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if _alive(int(pid)):
+        raise TrialPreempted(f"an earlier attempt (pid {pid}) still runs in {run_dir}")
+
+
+def run_trial(trial: Trial, threads: int = 1, leftover_timeout: float = 300.0) -> dict:
+    """Run (or resume) ``trial`` to its end in a child process; returns ``{"id", "status", "returncode", "error"}``.
+
+    ``status`` is ``done`` or ``failed`` (a user error or a non-finite loss: running it again would fail again).
+    Raises :class:`TrialPreempted` when the child was stopped by a signal before the end.
+    """
+    run_dir = Path(trial.run_dir)
+    if finished(trial):
+        return {"id": trial.id, "status": "done", "returncode": 0, "error": "", "ran": False}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _wait_for_leftover(run_dir, leftover_timeout)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    argv = [sys.executable, "-c", _LAUNCH, str(os.getpid()), *command(trial)]
+    with open(run_dir / LOG_FILE, "ab") as log:
+        log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {socket.gethostname()}\n".encode())
+        log.flush()
+        child = subprocess.Popen(argv, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        (run_dir / PID_FILE).write_text(f"{socket.gethostname()} {child.pid}\n")
+        try:
+            code = child.wait()
+        except BaseException:  # Ctrl-C or a Ray cancel: let the run write its checkpoint, then pass it on
+            child.send_signal(signal.SIGTERM)
+            child.wait()
+            raise
+        finally:
+            (run_dir / PID_FILE).unlink(missing_ok=True)
+    if finished(trial):
+        return {"id": trial.id, "status": "done", "returncode": code, "error": "", "ran": True}
+    error = _last_error(run_dir / LOG_FILE)
+    if code in _STOPPED or code < 0 or code == 0 or "in use by another live run" in error:
+        raise TrialPreempted(f"{trial.id} stopped at env step {progress(run_dir).steps} (exit {code})")
+    return {"id": trial.id, "status": "failed", "returncode": code, "error": error, "ran": True}
+
+
+def _last_error(log: Path) -> str:
+    try:
+        lines = log.read_text(errors="replace").splitlines()[-200:]
+    except OSError:
+        return ""
+    errors = [line for line in lines if line.startswith("error:")]
+    tail = [line for line in lines if line.strip()]
+    return (errors or tail or [""])[-1].strip()

@@ -1,0 +1,145 @@
+"""tools/sweep.py end to end on real DMC physics: a 2 x 2 grid on a local Ray instance with a worker killed mid-trial,
+the embedded executor with a trial stopped mid-run, re-runs that run nothing, the grid expansion, and bad input."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from flowrl.checkpoint import list_checkpoints
+from flowrl.logger import read_metrics
+from flowrl.sweep.plan import parse_seeds, read_plan, variants
+from flowrl.sweep.trial import PID_FILE
+from flowrl.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[2]
+TOTAL = 400
+TINY = [
+    "--gin", "gin/flowrl_cheetah_run.gin", "--vary", "gin/ablations/reg_kl.gin",
+    "--bind", "MLPVelocity.hidden = 16", "--bind", "QEnsemble.hidden = 16", "--bind", "ValueNetwork.hidden = 16",
+    "--bind", "Trainer.batch_size = 16", "--bind", "ReplayBuffer.capacity = 1000", "--bind", "Trainer.warmup_steps = 200",
+    "--bind", f"Trainer.total_steps = {TOTAL}", "--bind", "Trainer.eval_every = 200", "--bind", "Trainer.eval_episodes = 1",
+    "--bind", "Trainer.checkpoint_every = 100", "--bind", "Trainer.log_every = 50",
+    "--bind", "EnvpoolDMC.max_episode_steps = 100",
+]  # fmt: skip
+
+
+def sweep(*args, timeout=300):
+    return subprocess.run([sys.executable, "tools/sweep.py", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def start(*args):
+    return subprocess.Popen([sys.executable, "tools/sweep.py", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc, timeout):
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)  # the sweep stops its trials and shuts its Ray instance down
+        out = proc.communicate(timeout=120)
+        raise AssertionError(f"sweep did not finish in {timeout}s:\n{out[1][-3000:]}")
+
+
+def child_mid_run(out: Path, deadline: float) -> tuple[Path, int]:
+    """A trial folder whose run is past warm-up, and the pid of its tools/run.py child."""
+    while time.time() < deadline:
+        for pid_file in out.rglob(PID_FILE):
+            run_dir = pid_file.parent
+            if any(r["step"] >= 250 for r in read_metrics(run_dir)):
+                try:
+                    return run_dir, int(pid_file.read_text().split()[1])
+                except (OSError, IndexError, ValueError):
+                    pass
+        time.sleep(0.2)
+    raise AssertionError("no trial got past warm-up in time")
+
+
+def assert_complete(out: Path, trials: int):
+    plan = read_plan(out)
+    assert len(plan) == trials
+    for t in plan:
+        run_dir = Path(t.run_dir)
+        assert list_checkpoints(run_dir)[-1].name == f"step_{TOTAL:09d}.pt", t.id
+        steps = [r["step"] for r in read_metrics(run_dir)]
+        assert steps == sorted(steps) and steps[-1] == TOTAL, t.id  # one history, to the end
+        assert [r["step"] for r in read_metrics(run_dir) if "eval/return_mean" in r] == [200, 400], t.id
+        assert not (run_dir / PID_FILE).exists()
+    return plan
+
+
+def assert_resumed(run_dir: Path):
+    commands = (run_dir / "command.txt").read_text().splitlines()
+    assert len(commands) == 2 and "--resume" in commands[1] and "--resume" not in commands[0]
+    assert "resuming" in (run_dir / "sweep.log").read_text()
+
+
+def test_ray_sweep_retries_a_killed_worker_from_its_checkpoint_and_reruns_nothing(tmp_path):
+    pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[sweep]')")
+    out = tmp_path / "sweep"
+    args = [*TINY, "--seeds", "0-1", "--out", str(out), "--ray", "--ray-cpus", "2"]
+    proc = start(*args)
+    victim, child = child_mid_run(out, time.time() + 240)
+    worker = int(Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    assert "ray" in Path(f"/proc/{worker}/cmdline").read_text().lower()  # the Ray worker running that trial
+    os.kill(worker, signal.SIGKILL)
+    _, err = finish(proc, 300)
+    assert proc.returncode == 0, err[-3000:]
+    assert "4 trials (1 tasks x 2 variants x 2 seeds)" in err and "4 ran to the end, 0 failed" in err
+    plan = assert_complete(out, 4)
+    assert {t.variant for t in plan} == {"base", "reg_kl"} and {t.seed for t in plan} == {0, 1}
+    assert_resumed(victim)
+
+    again = sweep(*args)
+    assert again.returncode == 0 and "4 already finished" in again.stderr and "nothing to run" in again.stderr
+    assert_resumed(victim)  # no trial ran again: still two commands in the killed one, one in the others
+    assert all(len((Path(t.run_dir) / "command.txt").read_text().splitlines()) == (2 if Path(t.run_dir) == victim else 1)
+               for t in plan)
+
+
+def test_embedded_sweep_resumes_a_stopped_trial_and_reruns_nothing(tmp_path):
+    out = tmp_path / "sweep"
+    args = [*TINY, "--seeds", "0", "--out", str(out)]
+    proc = start(*args)
+    victim, child = child_mid_run(out, time.time() + 240)
+    os.kill(child, signal.SIGTERM)  # as a scheduler pre-empting one run: it checkpoints, stops, and is resumed
+    _, err = finish(proc, 300)
+    assert proc.returncode == 0, err[-3000:]
+    assert "local, " in err and "2 ran to the end, 0 failed" in err
+    assert_complete(out, 2)
+    assert_resumed(victim)
+    again = sweep(*args)
+    assert again.returncode == 0 and "nothing to run" in again.stderr
+    assert_resumed(victim)
+
+
+def test_grid_crosses_factors_with_the_base_always_in():
+    assert [name for name, _ in variants([["a/kl.gin", "a/bc.gin"], ["a/rk4.gin"]])] == [
+        "base", "rk4", "kl", "kl+rk4", "bc", "bc+rk4"]
+    assert [name for name, _ in variants([])] == ["base"]
+    assert parse_seeds("0-2,7") == [0, 1, 2, 7] and parse_seeds("3") == [3]
+    with pytest.raises(UserError, match="empty grid"):
+        parse_seeds("4-2")
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--vary", "gin/ablations/absent.gin"], "--vary file 'gin/ablations/absent.gin' not found"),
+    (["--seeds", "3-1"], "empty grid"),
+    (["--ray-address", "127.0.0.1:1"], "Ray address '127.0.0.1:1' does not answer"),
+    (["--tasks", "dmc/absent-task"], "unknown task 'dmc/absent-task'"),
+])  # fmt: skip
+def test_bad_input_is_one_line(tmp_path, extra, message):
+    if "--ray-address" in extra:
+        pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[sweep]')")
+    out = tmp_path / "sweep"
+    proc = sweep("--gin", "gin/flowrl_cheetah_run.gin", "--out", str(out), *extra, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0] and "fix:" in lines[0]
+    assert not (out / "sweep.json").exists()  # nothing planned, nothing run
