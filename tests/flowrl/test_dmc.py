@@ -1,4 +1,9 @@
-"""DMC through envpool and through plain dm_control: same layout, same dynamics and rewards, no bogus transitions."""
+"""DMC through envpool and through plain dm_control: same layout, same dynamics and rewards, no bogus transitions.
+
+The dm_control fallback's tests run everywhere; only the tests that step envpool skip where it is not installed.
+"""
+
+import sys
 
 import numpy as np
 import pytest
@@ -6,9 +11,13 @@ import pytest
 from components import ReplayBuffer
 from flowrl.envs.dmc import DMControlVecEnv, EnvpoolDMC, dm_control_spec, envpool_id, make_dmc
 from flowrl.envs.registry import known_tasks, make_env
-from flowrl.errors import UserError
+from flowrl.errors import MissingDependencyError, UserError
 
-pytest.importorskip("envpool", reason="envpool is not installed (pip install envpool==1.2.5)")
+try:
+    import envpool  # noqa: F401
+except ImportError:
+    envpool = None
+needs_envpool = pytest.mark.skipif(envpool is None, reason="envpool is not installed (pip install envpool==1.2.5)")
 
 
 def test_envpool_ids():
@@ -16,7 +25,45 @@ def test_envpool_ids():
     assert envpool_id("ball_in_cup-catch") == "BallInCupCatch-v1"
 
 
-@pytest.mark.parametrize("task, obs_dim, act_dim", [("humanoid-run", 67, 21), ("dog-run", 223, 38), ("cheetah-run", 17, 6)])
+LAYOUTS = [("humanoid-run", 67, 21), ("dog-run", 223, 38), ("cheetah-run", 17, 6)]
+
+
+@pytest.mark.parametrize("task, obs_dim, act_dim", LAYOUTS)
+def test_dm_control_fallback_layout(task, obs_dim, act_dim):
+    env = DMControlVecEnv(task, num_envs=2, seed=0)
+    try:
+        assert (env.obs_dim, env.act_dim) == (obs_dim, act_dim)
+        obs = env.reset()
+        assert obs.shape == (2, obs_dim) and obs.dtype == np.float32 and not np.array_equal(obs[0], obs[1])
+        step = env.step(np.zeros((2, act_dim)))
+        assert step.obs.shape == (2, obs_dim) and step.reward.shape == (2,) and step.valid.all()
+    finally:
+        env.close()
+
+
+def test_without_envpool_make_dmc_falls_back_to_dm_control(monkeypatch):
+    monkeypatch.setitem(sys.modules, "envpool", None)  # what `import envpool` meets where it is not installed
+    with pytest.warns(UserWarning, match="envpool is not installed"):
+        env = make_dmc("cheetah-run", num_envs=2, seed=0)
+    try:
+        assert isinstance(env, DMControlVecEnv) and env.reset().shape == (2, 17)
+    finally:
+        env.close()
+    with pytest.raises(MissingDependencyError, match="pip install envpool"):
+        EnvpoolDMC("cheetah-run")
+
+
+@needs_envpool
+def test_make_dmc_steps_envpool_where_installed():
+    env = make_dmc("cheetah-run", num_envs=1, seed=0)
+    try:
+        assert isinstance(env, EnvpoolDMC)
+    finally:
+        env.close()
+
+
+@needs_envpool
+@pytest.mark.parametrize("task, obs_dim, act_dim", LAYOUTS)
 def test_layouts_match_dm_control(task, obs_dim, act_dim):
     fast, plain = EnvpoolDMC(task, num_envs=2, seed=0), DMControlVecEnv(task, num_envs=1, seed=0)
     try:
@@ -31,6 +78,7 @@ def test_layouts_match_dm_control(task, obs_dim, act_dim):
         plain.close()
 
 
+@needs_envpool
 def test_same_state_same_actions_give_same_rewards_and_observations():
     # cheetah's observation is qpos[1:] and qvel; its reward ignores the root x, so the envpool state can be copied.
     fast, plain = EnvpoolDMC("cheetah-run", 1, seed=3), DMControlVecEnv("cheetah-run", 1, seed=7)
@@ -51,7 +99,7 @@ def test_same_state_same_actions_give_same_rewards_and_observations():
     assert max(rewards) > 0  # the comparison saw non-trivial rewards
 
 
-@pytest.mark.parametrize("backend", [EnvpoolDMC, DMControlVecEnv])
+@pytest.mark.parametrize("backend", [pytest.param(EnvpoolDMC, marks=needs_envpool, id="envpool"), DMControlVecEnv])
 def test_time_limit_truncates_and_autoreset_never_reaches_the_buffer(backend):
     n, horizon = 3, 15
     env = backend("cheetah-run", num_envs=n, seed=1, max_episode_steps=horizon)
