@@ -1,0 +1,127 @@
+"""Find run folders, read their eval curves, and group them by task and variant.
+
+A run folder is any folder with ``config.gin`` and ``metrics.jsonl`` (sweep trials, benchmark runs, runs started by
+hand). The task and seed come from ``config.gin``. The variant comes from the run's first command line
+(``command.txt``): its overlays (``--gin`` files other than task configs, named by stem) and ``--bind`` values,
+in order, less those every run shares; a run with nothing left is ``base``. So a sweep's trials get the sweep's
+variant names, and hand-started runs get names such as ``reg_kl`` or ``MLPVelocity.hidden=32``.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from flowrl.config import REPO_ROOT
+from flowrl.errors import UserError
+from flowrl.logger import read_metrics
+
+METRIC = "eval/return_mean"
+BASE = "base"
+# Bindings that say how or where a run ran, not what it is; they never make a variant.
+_IGNORED = {"Trainer.seed", "make_env.task", "Trainer.num_threads", "Trainer.display", "Trainer.device",
+            "EnvpoolDMC.num_threads"}
+_TASK = re.compile(r"^make_env\.task\s*=\s*['\"]([^'\"]+)['\"]", re.M)
+_SEED = re.compile(r"^Trainer\.seed\s*=\s*(\d+)", re.M)
+
+
+@dataclass
+class Run:
+    """One run folder: its task, seed, what sets it apart (``items``), and its eval-return curve."""
+
+    path: Path
+    task: str
+    seed: int
+    items: tuple[str, ...]
+    steps: np.ndarray
+    returns: np.ndarray
+    variant: str = field(default=BASE)
+
+    @property
+    def final(self) -> float:
+        """The last evaluation's mean return."""
+        return float(self.returns[-1])
+
+    @property
+    def auc(self) -> float:
+        """Area under the eval-return curve over its span of env steps: the curve's average return (return units)."""
+        if len(self.steps) < 2:
+            return float(self.returns[0])
+        area = np.sum((self.returns[1:] + self.returns[:-1]) / 2 * np.diff(self.steps))
+        return float(area / (self.steps[-1] - self.steps[0]))
+
+
+def find_runs(paths: Sequence[Path]) -> list[Path]:
+    """Run folders given directly or found anywhere below the given folders, sorted."""
+    found: set[Path] = set()
+    for path in map(Path, paths):
+        if not path.is_dir():
+            raise UserError(f"'{path}' is not a folder; fix: pass run folders or a sweep folder (--out of tools/sweep.py)")
+        candidates = [path / "config.gin", *path.rglob("config.gin")]
+        found.update(c.parent for c in candidates if c.is_file() and (c.parent / "metrics.jsonl").is_file())
+    if not found:
+        where = ", ".join(map(str, paths))
+        raise UserError(f"no run folders (config.gin and metrics.jsonl) in {where}; fix: pass folders written by "
+                        f"tools/run.py or tools/sweep.py")
+    return sorted(found)
+
+
+def _sets_task(gin_file: str) -> bool:
+    for candidate in (Path(gin_file), REPO_ROOT / gin_file):
+        if candidate.is_file():
+            return bool(_TASK.search(candidate.read_text()))
+    return False
+
+
+def _items(run_dir: Path, config: str) -> tuple[str, ...]:
+    command = run_dir / "command.txt"
+    lines = command.read_text().splitlines() if command.is_file() else []
+    if not lines:  # no command line: every binding of the operative config is an item
+        return tuple(re.sub(r"\s+", "", line) for line in config.splitlines()
+                     if re.match(r"^[\w./]+\s*=", line) and line.split("=")[0].strip() not in _IGNORED)
+    args, items = shlex.split(lines[0]), []
+    for flag, value in zip(args, args[1:]):
+        if flag == "--gin" and not _sets_task(value):
+            items.append(Path(value).stem)
+        elif flag == "--bind" and "=" in value and value.split("=")[0].strip() not in _IGNORED:
+            items.append(re.sub(r"\s+", "", value))
+    return tuple(items)
+
+
+def load_run(run_dir: Path) -> Run | None:
+    """The run in ``run_dir``, or None (with a note) when it has no evaluation yet."""
+    config = (run_dir / "config.gin").read_text()
+    task, seed = _TASK.search(config), _SEED.search(config)
+    rows = [(r["step"], r[METRIC]) for r in read_metrics(run_dir) if r.get(METRIC) is not None]
+    if task is None or not rows:
+        print(f"note: skipped {run_dir}: {'no task in config.gin' if task is None else 'no evaluation yet'}",
+              file=sys.stderr)
+        return None
+    steps, returns = (np.asarray(x, dtype=float) for x in zip(*sorted(dict(rows).items())))
+    return Run(run_dir, task.group(1), int(seed.group(1)) if seed else 0, _items(run_dir, config), steps, returns)
+
+
+def load_runs(paths: Sequence[Path]) -> list[Run]:
+    """Every run with an evaluation under ``paths``, each labelled with its variant."""
+    runs = [r for r in map(load_run, find_runs(paths)) if r is not None]
+    if not runs:
+        raise UserError(f"no run in {', '.join(map(str, paths))} has an evaluation ({METRIC}) yet; fix: let the "
+                        f"runs reach their first evaluation (Trainer.eval_every)")
+    common = set.intersection(*(set(r.items) for r in runs))
+    for r in runs:
+        r.variant = "+".join(i for i in r.items if i not in common) or BASE
+    return runs
+
+
+def group(runs: Sequence[Run]) -> dict[str, dict[str, list[Run]]]:
+    """``{task: {variant: [runs sorted by seed]}}``, tasks and variants in a stable order (base first)."""
+    out: dict[str, dict[str, list[Run]]] = {}
+    for r in sorted(runs, key=lambda r: (r.task, r.variant != BASE, r.variant, r.seed)):
+        out.setdefault(r.task, {}).setdefault(r.variant, []).append(r)
+    return out

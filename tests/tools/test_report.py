@@ -1,0 +1,190 @@
+"""tools/report.py on hand-made run folders: its numbers against values computed by hand (exact point estimates;
+bootstrap CI endpoints against the exact or a long independent bootstrap), grouping, the files, and bad input."""
+
+import itertools
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rliable", reason="rliable is not installed (pip install -e '.[sweep]')")
+
+from flowrl.report import compute  # noqa: E402
+from flowrl.report.runs import load_runs  # noqa: E402
+from flowrl.report.stats import normaliser  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+TASKS = {"dmc/cheetah-run": "gin/flowrl_cheetah_run.gin", "dmc/walker-run": "gin/flowrl_walker_run.gin"}
+# Final eval returns, per variant and task, of seeds 0..3; each curve is (final / 2, final) at steps 1000, 2000.
+FINAL = {
+    "base": {"dmc/cheetah-run": [100, 200, 300, 400], "dmc/walker-run": [50, 150, 250, 950]},
+    "reg_kl": {"dmc/cheetah-run": [400, 500, 600, 700], "dmc/walker-run": [300, 310, 320, 330]},
+}
+REPS = 2000
+TOL = 0.02  # bootstrap endpoints, normalised units, at REPS resamples
+TOL_POI = 0.03
+
+
+def make_run(run_dir: Path, task: str, seed: int, overlays=(), binds=(), curve=((1000, 0.0),)):
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.gin").write_text(f"make_env.task = '{task}'\nTrainer.seed = {seed}\nTrainer.num_threads = 1\n")
+    gins = " ".join(f"--gin {g}" for g in (TASKS[task], *overlays))
+    extra = " ".join(f"--bind '{b}'" for b in binds)
+    (run_dir / "command.txt").write_text(f"python tools/run.py {gins} --seed {seed} --run-dir {run_dir} {extra} "
+                                         f"--bind 'Trainer.num_threads = 1' --no-display\n")
+    lines = [{"step": s, "critic/loss": 1.0} for s, _ in curve] + [{"step": s, "eval/return_mean": r} for s, r in curve]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in sorted(lines, key=lambda x: x["step"])))
+
+
+@pytest.fixture(scope="module")
+def runs_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    for variant, by_task in FINAL.items():
+        for task, finals in by_task.items():
+            for seed, final in enumerate(finals):
+                overlays = ["gin/ablations/reg_kl.gin"] if variant == "reg_kl" else []
+                make_run(root / variant / task.replace("/", "-") / f"s{seed}", task, seed, overlays,
+                         curve=((1000, final / 2), (2000, final)))
+    return root
+
+
+@pytest.fixture(scope="module")
+def result(runs_dir):
+    return compute(load_runs([runs_dir]), reps=REPS, seed=0)
+
+
+def exact_bootstrap_ci(x):
+    """The exact 95% percentile interval of the mean over all n^n equally likely resamples of x."""
+    means = np.array([np.mean(c) for c in itertools.product(x, repeat=len(x))])
+    return np.percentile(means, [2.5, 97.5])
+
+
+def stratified_bootstrap(scores, fn, reps=20_000, seed=123):
+    """A long, independent stratified bootstrap: runs resampled within each task (column)."""
+    rng = np.random.default_rng(seed)
+    n, tasks = scores.shape
+    idx = rng.integers(0, n, size=(reps, n, tasks))
+    samples = np.take_along_axis(np.broadcast_to(scores, (reps, n, tasks)), idx, axis=1)
+    return np.percentile([fn(s) for s in samples], [2.5, 97.5])
+
+
+def iqm(s):
+    flat = np.sort(s.ravel())
+    k = len(flat) // 4
+    return flat[k:len(flat) - k].mean()  # the middle half (len divisible by 4 here)
+
+
+def normalised(variant):
+    return np.array([FINAL[variant][t] for t in TASKS]).T / 1000.0  # (runs, tasks)
+
+
+def test_groups_by_task_and_variant_with_seeds_counted(result):
+    assert result["variants"] == ["base", "reg_kl"] and result["base"] == "base"
+    assert set(result["tasks"]) == set(TASKS)
+    for task in TASKS:
+        for variant in FINAL:
+            assert result["tasks"][task][variant]["seeds"] == [0, 1, 2, 3]
+            assert result["tasks"][task][variant]["steps"] == [2000, 2000]
+
+
+def test_per_task_mean_auc_and_ci_match_hand_computed(result):
+    for variant, by_task in FINAL.items():
+        for task, finals in by_task.items():
+            cell = result["tasks"][task][variant]
+            assert cell["final"]["mean"] == pytest.approx(np.mean(finals))
+            # Trapezoid over (1000, f/2), (2000, f), divided by the 1000-step span: 3f/4.
+            assert cell["auc"]["mean"] == pytest.approx(0.75 * np.mean(finals))
+            lo, hi = exact_bootstrap_ci(finals)
+            assert cell["final"]["ci"] == pytest.approx([lo, hi], abs=TOL * 1000)
+            assert cell["auc"]["ci"] == pytest.approx([0.75 * lo, 0.75 * hi], abs=TOL * 1000)
+
+
+def test_aggregates_match_hand_computed(result):
+    agg = result["normalised"]["variants"]
+    assert result["normalised"]["tasks"]["dmc/walker-run"]["divisor"] == 1000
+    # base: sorted scores .05 .1 .15 .2 .25 .3 .4 .95 -> IQM = mean(.15, .2, .25, .3) = .225; mean = 2.4 / 8 = .3
+    assert agg["base"]["IQM"]["mean"] == pytest.approx(0.225)
+    assert agg["base"]["mean"]["mean"] == pytest.approx(0.3)
+    assert agg["base"]["optimality gap"]["mean"] == pytest.approx(0.7)
+    for variant in FINAL:
+        s = normalised(variant)
+        assert agg[variant]["IQM"]["mean"] == pytest.approx(iqm(s))
+        assert agg[variant]["mean"]["mean"] == pytest.approx(s.mean())
+        assert agg[variant]["IQM"]["ci"] == pytest.approx(stratified_bootstrap(s, iqm), abs=TOL)
+        assert agg[variant]["mean"]["ci"] == pytest.approx(stratified_bootstrap(s, np.mean), abs=TOL)
+        assert agg[variant]["optimality gap"]["ci"] == pytest.approx(
+            stratified_bootstrap(s, lambda x: 1 - np.minimum(x, 1).mean()), abs=TOL)
+
+
+def test_probability_of_improvement_matches_hand_computed(result):
+    # cheetah: reg_kl (400..700) beats base (100..400) in 15 of 16 pairs and ties one (a tie counts a half) ->
+    # 15.5 / 16; walker: reg_kl (300..330) beats 50, 150 and 250, not 950 -> 12 / 16. Averaged over tasks: .859375.
+    p = result["normalised"]["improvement"]["reg_kl"]
+    assert p["mean"] == pytest.approx((15.5 / 16 + 12 / 16) / 2)
+    x, y = normalised("reg_kl"), normalised("base")
+
+    def poi(xs, ys):
+        return np.mean([np.mean((xs[:, t, None] > ys[None, :, t]) + 0.5 * (xs[:, t, None] == ys[None, :, t]))
+                        for t in range(xs.shape[1])])
+
+    rng = np.random.default_rng(7)
+    pick = lambda s: np.take_along_axis(s, rng.integers(0, 4, size=s.shape), axis=0)  # noqa: E731
+    assert p["ci"] == pytest.approx(np.percentile([poi(pick(x), pick(y)) for _ in range(20_000)], [2.5, 97.5]),
+                                    abs=TOL_POI)
+
+
+def test_report_is_reproducible_at_a_fixed_seed(runs_dir):
+    runs = load_runs([runs_dir])
+    a, b = compute(runs, reps=500, seed=3), compute(runs, reps=500, seed=3)
+    a.pop("_scores"), b.pop("_scores")
+    assert a == b
+
+
+def test_variants_from_bindings_and_the_base_option(tmp_path):
+    make_run(tmp_path / "a", "dmc/cheetah-run", 0, curve=((1000, 10.0),))
+    make_run(tmp_path / "b", "dmc/cheetah-run", 0, binds=["MLPVelocity.hidden = 32"], curve=((1000, 20.0),))
+    runs = load_runs([tmp_path])
+    assert sorted(r.variant for r in runs) == ["MLPVelocity.hidden=32", "base"]
+    result = compute(runs, base="MLPVelocity.hidden=32", reps=200)
+    assert result["normalised"]["improvement"]["base"]["mean"] == 0.0
+
+
+def test_normalisers_cover_dmc_and_humanoidbench_targets():
+    assert normaliser("dmc/humanoid-run")[0] == 1000
+    assert normaliser("humanoidbench/h1-walk")[0] == 700 and normaliser("humanoidbench/h1hand-reach")[0] == 12000
+    assert normaliser("humanoidbench/h1-sit_hard")[0] == 750
+    assert normaliser("gym/Humanoid-v5") is None
+
+
+def tool(*args):
+    return subprocess.run([sys.executable, "tools/report.py", *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_tool_writes_report_md_json_and_figures(runs_dir, tmp_path):
+    out = tmp_path / "report"
+    proc = tool(runs_dir, "--out", out, "--reps", "300")
+    assert proc.returncode == 0, proc.stderr
+    md = (out / "report.md").read_text()
+    assert "### dmc/cheetah-run" in md and "| reg_kl | 4 | 2,000 | 550.0 [" in md and "IQM" in md
+    assert "Probability of improvement over `base`" in md
+    for png in ("curves_dmc-cheetah-run.png", "curves_dmc-walker-run.png", "aggregate.png", "profiles.png",
+                "improvement.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+        assert f"]({png})" in md
+    assert json.loads((out / "report.json").read_text())["runs"] == 16
+
+
+@pytest.mark.parametrize("case", ["empty", "absent"])
+def test_bad_input_is_one_line(tmp_path, case):
+    target = tmp_path / ("absent" if case == "absent" else "empty")
+    if case == "empty":
+        target.mkdir()
+    proc = tool(target)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "fix:" in lines[0]
+    assert ("no run folders" if case == "empty" else "is not a folder") in lines[0]
