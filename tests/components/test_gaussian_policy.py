@@ -31,9 +31,8 @@ def test_log_prob_matches_torch_transformed_distribution():
     obs, noise = torch.randn(64, OBS), torch.randn(64, ACT)
     action, log_prob = policy.sample_with_log_prob(obs, noise)
     mean, log_std = policy.distribution(obs)
-    reference = TransformedDistribution(
-        Normal(mean, log_std.exp()), [TanhTransform(), AffineTransform(policy.bounds.action_bias, policy.bounds.action_scale)]
-    )  # fmt: skip
+    to_bounds = AffineTransform(policy.bounds.action_bias, policy.bounds.action_scale)
+    reference = TransformedDistribution(Normal(mean, log_std.exp()), [TanhTransform(), to_bounds])
     assert log_prob.shape == (64, 1)
     torch.testing.assert_close(log_prob, reference.log_prob(action).sum(-1, keepdim=True), atol=2e-4, rtol=1e-4)
 

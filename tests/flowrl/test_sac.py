@@ -123,8 +123,9 @@ def test_every_update_trains_everything_and_moves_the_target_by_polyak(batch):
         before = snapshot(agent)
         info = agent.update(batch)
         assert changed(before, agent) == {"policy", "critic", "critic_target", "temperature"}
-        for old, new, online in zip(before["critic_target"], agent.critic_target.parameters(), agent.critic.parameters()):
-            torch.testing.assert_close(new, 0.9 * old + 0.1 * online)
+        targets, online = agent.critic_target.parameters(), agent.critic.parameters()
+        for old, new, o in zip(before["critic_target"], targets, online):
+            torch.testing.assert_close(new, 0.9 * old + 0.1 * o)
     assert {"critic/loss", "critic/target", "actor/loss", "actor/q", "alpha/loss", "alpha/alpha",
             "alpha/entropy"} <= set(info)
     assert all(isinstance(v, float) for v in info.values()) and agent.num_updates == 2
