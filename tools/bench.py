@@ -44,6 +44,7 @@ QUICK_LEARN_BINDS = [
     "Trainer.eval_episodes = 1", "Trainer.checkpoint_every = 600", "Trainer.log_every = 300",
     "MLPVelocity.hidden = 16", "QEnsemble.hidden = 16", "ValueNetwork.hidden = 16", "Trainer.batch_size = 32",
     "ReplayBuffer.capacity = 5000", "Trainer.num_threads = 1",
+    "GaussianPolicy.hidden = 16", "DeterministicPolicy.hidden = 16",  # SAC, TD3 (--gin gin/agents/sac.gin)
 ]  # fmt: skip
 
 
@@ -376,7 +377,8 @@ def build_parser() -> OneLineParser:
                      help="precision/compile settings, each on both sides (default: fp32 bf16)")
     ref.add_argument("--rounds", type=int, default=31, help="interleaved timing rounds (default 31)")
     learn = sub.choices["learn"]
-    learn.add_argument("--gin", action="append", default=[], metavar="FILE", help=f"task config (default: {LEARN_GIN})")
+    learn.add_argument("--gin", action="append", default=[], metavar="FILE",
+                       help=f"gin file, repeatable: task, agent, overlay (default: {LEARN_GIN})")
     learn.add_argument("--bind", action="append", default=[], metavar="BINDING", help="extra gin binding for every run")
     learn.add_argument("--seeds", type=int, default=3, help="number of seeds, 0..S-1 (default 3)")
     learn.add_argument("--parallel", type=int, default=2, help="runs at a time (default 2)")
