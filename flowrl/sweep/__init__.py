@@ -42,8 +42,9 @@ def run_sweep(base: Sequence[str], factors: Sequence[Sequence[str]], tasks: Sequ
     settings = {"threads_per_trial": threads, "executor": executor, "gpus_per_trial": gpus, "max_retries": max_retries}
     plan = write_plan(out, trials, command, settings)
     todo = [t for t in trials if not finished(t)]
-    print(f"sweep: {len(trials)} trials ({len({t.task for t in trials})} tasks x {len({t.variant for t in trials})} "
-          f"variants x {len({t.seed for t in trials})} seeds), {len(trials) - len(todo)} already finished; plan in "
+    shape = " x ".join(f"{len(set(xs))} {name}{'s' * (len(set(xs)) > 1)}" for name, xs in (
+        ("task", [t.task for t in trials]), ("variant", [t.variant for t in trials]), ("seed", [t.seed for t in trials])))
+    print(f"sweep: {len(trials)} trials ({shape}), {len(trials) - len(todo)} already finished; plan in "
           f"{plan}; {executor}, {threads} thread(s) per trial", file=sys.stderr)
     if not todo or dry_run:
         print(f"nothing to run; report: python tools/report.py {out}" if not todo else "dry run: nothing started",

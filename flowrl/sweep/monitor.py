@@ -11,6 +11,7 @@ from typing import Sequence
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Column
 
 from flowrl.sweep.plan import Trial
 from flowrl.sweep.trial import progress
@@ -30,8 +31,8 @@ class SweepMonitor:
         self.final: dict[str, str] = {}
         self.summary_every, self._last_summary = summary_every, time.monotonic()
         self.bar = Progress(
-            TextColumn("{task.description}"), TextColumn("{task.fields[state]}"), BarColumn(bar_width=20),
-            MofNCompleteColumn(), TextColumn("eval {task.fields[eval]}"), TextColumn("ETA"), TimeRemainingColumn(),
+            TextColumn("{task.description}"), TextColumn("{task.fields[state]}", table_column=Column(min_width=7)), BarColumn(bar_width=20),
+            MofNCompleteColumn(), TextColumn("eval {task.fields[eval]}", table_column=Column(min_width=10)), TextColumn("ETA"), TimeRemainingColumn(),
             console=self.console, speed_estimate_period=120, refresh_per_second=1, disable=not self.live,
         )  # fmt: skip
         self.rows = {t.id: self.bar.add_task(t.id, total=t.total_steps, state="queued", eval="-") for t in self.trials}
@@ -72,6 +73,6 @@ class SweepMonitor:
 
     def _line(self, text: str) -> None:
         if self.live:
-            self.bar.console.log(text)
+            self.bar.console.print(f"[{time.strftime('%H:%M:%S')}] {text}", highlight=False, markup=False)
         else:
             print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)

@@ -91,7 +91,7 @@ def test_ray_sweep_retries_a_killed_worker_from_its_checkpoint_and_reruns_nothin
     os.kill(worker, signal.SIGKILL)
     _, err = finish(proc, 300)
     assert proc.returncode == 0, err[-3000:]
-    assert "4 trials (1 tasks x 2 variants x 2 seeds)" in err and "4 ran to the end, 0 failed" in err
+    assert "4 trials (1 task x 2 variants x 2 seeds)" in err and "4 ran to the end, 0 failed" in err
     plan = assert_complete(out, 4)
     assert {t.variant for t in plan} == {"base", "reg_kl"} and {t.seed for t in plan} == {0, 1}
     assert_resumed(victim)
@@ -143,3 +143,11 @@ def test_bad_input_is_one_line(tmp_path, extra, message):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0] and "fix:" in lines[0]
     assert not (out / "sweep.json").exists()  # nothing planned, nothing run
+
+
+def test_a_failing_trial_is_named_with_its_error_and_the_sweep_exits_1(tmp_path):
+    out = tmp_path / "sweep"
+    proc = sweep("--gin", "gin/flowrl_cheetah_run.gin", "--bind", "make_env.task = 'dmc/absent-task'", "--out", str(out))
+    assert proc.returncode == 1, proc.stderr
+    assert "failed: dmc-absent-task/base/s0: error: unknown task 'dmc/absent-task'" in proc.stderr
+    assert "0 ran to the end, 1 failed" in proc.stderr
