@@ -18,7 +18,7 @@ from typing import Sequence
 from flowrl.errors import MissingDependencyError, UserError
 from flowrl.sweep.monitor import SweepMonitor
 from flowrl.sweep.plan import Trial
-from flowrl.sweep.trial import TrialPreempted, run_trial
+from flowrl.sweep.trial import TrialPreempted, run_trial, stop_all
 
 
 class SweepInterrupted(Exception):
@@ -35,8 +35,10 @@ def run_local(trials: Sequence[Trial], monitor: SweepMonitor, parallel: int, thr
             try:
                 return run_trial(trial, threads)
             except TrialPreempted as e:
-                if stopping.is_set() or i == max_retries:
-                    return {"id": trial.id, "status": "failed", "returncode": None, "error": str(e), "ran": True}
+                # A Ctrl-C reaches the children too: give the main thread a moment to say so before retrying.
+                if stopping.wait(1.0) or i == max_retries:
+                    status = "stopped" if stopping.is_set() else "failed"
+                    return {"id": trial.id, "status": status, "returncode": None, "error": str(e), "ran": True}
         raise AssertionError("unreachable")
 
     results: dict[str, dict] = {}
@@ -51,11 +53,15 @@ def run_local(trials: Sequence[Trial], monitor: SweepMonitor, parallel: int, thr
                     monitor.outcome(futures[f].id, results[futures[f].id]["status"])
                 monitor.poll()
         except KeyboardInterrupt:
-            # The terminal's Ctrl-C reached the children too: they checkpoint and exit; no trial starts after this.
+            # Running trials checkpoint and stop (a terminal's Ctrl-C reached them already); none starts after this.
             stopping.set()
             for f in futures:
                 f.cancel()
+            stop_all()
             pool.shutdown(wait=True)
+            for f, trial in futures.items():
+                if f.done() and not f.cancelled() and f.exception() is None:
+                    monitor.outcome(trial.id, f.result()["status"])
             raise SweepInterrupted() from None
     return results
 
@@ -121,6 +127,8 @@ def run_ray(trials: Sequence[Trial], monitor: SweepMonitor, threads: int, gpus: 
             for ref in pending:
                 ray.cancel(ref)  # a KeyboardInterrupt in the task: its child checkpoints, then the task ends
             ray.wait(pending, num_returns=len(pending), timeout=120)
+            for ref in pending:
+                monitor.outcome(refs[ref].id, "stopped")
             raise SweepInterrupted() from None
         return results
     finally:

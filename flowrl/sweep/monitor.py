@@ -16,8 +16,10 @@ from rich.table import Column
 from flowrl.sweep.plan import Trial
 from flowrl.sweep.trial import progress
 
-# States: queued (not started, or waiting for a retry), running, done, failed, skipped (finished before this sweep).
-_STYLE = {"queued": "dim", "running": "cyan", "done": "green", "failed": "bold red", "skipped": "green dim"}
+# States: queued (not started, or waiting for a retry), running, done, failed, skipped (finished before this
+# sweep), stopped (by Ctrl-C, after a checkpoint).
+_STYLE = {"queued": "dim", "running": "cyan", "done": "green", "failed": "bold red", "skipped": "green dim",
+          "stopped": "yellow"}
 
 
 class SweepMonitor:
@@ -46,7 +48,7 @@ class SweepMonitor:
         self.bar.stop()
 
     def outcome(self, trial_id: str, status: str) -> None:
-        """``done``, ``skipped`` or ``failed``: final, whatever the folder says later."""
+        """``done``, ``skipped``, ``failed`` or ``stopped``: final, whatever the folder says later."""
         self.final[trial_id] = status
 
     def poll(self) -> None:

@@ -32,6 +32,16 @@ _LAUNCH = ("import ctypes, os, signal, sys; ctypes.CDLL(None, use_errno=True).pr
            "os.getppid() == int(sys.argv[1]) or sys.exit(143); os.execv(sys.executable, [sys.executable, *sys.argv[2:]])")
 
 
+_LIVE: dict[int, subprocess.Popen] = {}  # this process's running children, for stop_all
+
+
+def stop_all() -> None:
+    """SIGTERM every child this process started that still runs: each writes a checkpoint and stops."""
+    for child in list(_LIVE.values()):
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+
+
 class TrialPreempted(RuntimeError):
     """The trial stopped before its end (a signal, a dead worker's leftover run): run it again to resume it."""
 
@@ -134,13 +144,16 @@ def run_trial(trial: Trial, threads: int = 1, leftover_timeout: float = 300.0) -
         log.flush()
         child = subprocess.Popen(argv, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         (run_dir / PID_FILE).write_text(f"{socket.gethostname()} {child.pid}\n")
+        _LIVE[child.pid] = child
         try:
-            code = child.wait()
+            while (code := _wait(child)) is None:
+                pass
         except BaseException:  # Ctrl-C or a Ray cancel: let the run write its checkpoint, then pass it on
             child.send_signal(signal.SIGTERM)
             child.wait()
             raise
         finally:
+            _LIVE.pop(child.pid, None)
             (run_dir / PID_FILE).unlink(missing_ok=True)
     if finished(trial):
         return {"id": trial.id, "status": "done", "returncode": code, "error": "", "ran": True}
@@ -148,6 +161,14 @@ def run_trial(trial: Trial, threads: int = 1, leftover_timeout: float = 300.0) -
     if code in _STOPPED or code < 0 or code == 0 or "in use by another live run" in error:
         raise TrialPreempted(f"{trial.id} stopped at env step {progress(run_dir).steps} (exit {code})")
     return {"id": trial.id, "status": "failed", "returncode": code, "error": error, "ran": True}
+
+
+def _wait(child: subprocess.Popen) -> int | None:
+    # In slices: a Ray cancel raises KeyboardInterrupt only between Python bytecodes, never inside a blocking wait.
+    try:
+        return child.wait(timeout=1.0)
+    except subprocess.TimeoutExpired:
+        return None
 
 
 def _last_error(log: Path) -> str:
