@@ -109,8 +109,9 @@ def check_resume(bindings: Sequence[str], saved: dict[str, Any]) -> None:
         match = _BINDING.match(binding)
         if not match:
             continue
-        name = match.group(1)
-        short = name.split("/")[-1]
+        scope, _, selector = match.group(1).rpartition("/")
+        short = ".".join(selector.split(".")[-2:])  # 'components.velocity.MLPVelocity.hidden' -> 'MLPVelocity.hidden'
+        name = f"{scope}/{short}" if scope else short
         if short not in _SHAPE_NAMES and short.split(".")[-1] not in _SHAPE_PARAMS:
             continue
         before, after = saved.get(name), now.get(name)

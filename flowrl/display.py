@@ -11,7 +11,7 @@ import time
 from typing import Callable, Optional
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, ProgressColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, ProgressColumn, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as RichProgress
 from rich.progress import Task, TimeRemainingColumn
 from rich.text import Text
@@ -48,14 +48,14 @@ class Progress:
     """
 
     def __init__(self, total_steps: int, start_step: int = 0, live: bool = True, console: Optional[Console] = None,
-                 window: float = 60.0, sample_every: float = 0.25, clock: Callable[[], float] = time.monotonic):
+                 window: float = 30.0, sample_every: float = 0.25, clock: Callable[[], float] = time.monotonic):
         self.console = console or Console(stderr=True)
         self.total, self.sample_every, self.clock = total_steps, sample_every, clock
         self.last_eval: Optional[float] = None
         self.live = bool(live and self.console.is_terminal)
         self.bar = RichProgress(
-            TextColumn("[bold]flowrl"), BarColumn(), MofNCompleteColumn(), _Rate("steps"),
-            TextColumn("ETA"), TimeRemainingColumn(), TextColumn("elapsed"), TimeElapsedColumn(),
+            TextColumn("[bold]flowrl"), BarColumn(bar_width=20), TextColumn("{task.completed:,.0f}/{task.total:,.0f}"),
+            _Rate("steps"), TextColumn("ETA"), TimeRemainingColumn(), TextColumn("elapsed"), TimeElapsedColumn(),
             TextColumn("{task.fields[info]}"),
             console=self.console, speed_estimate_period=window, refresh_per_second=2, disable=not self.live,
             get_time=clock,

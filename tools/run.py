@@ -22,13 +22,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import gin  # noqa: E402
 
-from flowrl.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint  # noqa: E402
+from flowrl.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, require  # noqa: E402
 from flowrl.checks import bound_values, check_config, check_resume, value_of  # noqa: E402
 from flowrl.cli import OneLineParser, run_main  # noqa: E402
 from flowrl.config import parse  # noqa: E402
 from flowrl.errors import UserError  # noqa: E402
 from flowrl.run_folder import RunFolder  # noqa: E402
-from flowrl.trainer import Trainer  # noqa: E402
+from flowrl.trainer import STATE_KEYS, Trainer  # noqa: E402
 
 
 def build_parser() -> OneLineParser:
@@ -57,11 +57,13 @@ def main() -> int:
         if args.gin:
             raise UserError("--resume takes the run's own config; fix: drop --gin (use --bind to override a value)")
         if args.run_dir is not None and args.run_dir.resolve() != args.resume.resolve():
-            raise UserError("--run-dir is ignored by --resume (a resumed run stays in its folder); fix: drop --run-dir")
+            raise UserError(f"--run-dir cannot move a resumed run (it stays in {args.resume}); "
+                            f"fix: drop --run-dir")
         run_dir = args.resume
         checkpoint = latest_checkpoint(run_dir)
         folder = RunFolder(run_dir, create=False)
         state = load_checkpoint(checkpoint)
+        require(state, STATE_KEYS, checkpoint)  # before any env or network is built
         _parse_resume(run_dir, bindings, state, checkpoint)
     else:
         if not args.gin:

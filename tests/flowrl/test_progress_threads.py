@@ -51,7 +51,7 @@ def test_a_terminal_gets_a_rich_bar():
     progress.bar.refresh()
     progress.close()
     text = out.getvalue()
-    assert "17000/50000" in text and "100.0 steps/s" in text and "0:05:30" in text and "eval 12.5" in text
+    assert "17,000/50,000" in text and "100.0 steps/s" in text and "0:05:30" in text and "eval 12.5" in text
 
 
 def test_threads_for_shared_cores():
