@@ -50,8 +50,9 @@ def build_parser() -> OneLineParser:
 def main() -> int:
     args = build_parser().parse_args()
     return run_sweep(args.gin, args.vary, args.tasks, args.seeds, args.bind, args.out, threads=args.threads,
-                     parallel=args.parallel, ray=args.ray, ray_address=args.ray_address, ray_cpus=args.ray_cpus, gpus=args.gpus,
-                     max_retries=args.max_retries, dry_run=args.dry_run, command=[sys.executable, *sys.argv])
+                     parallel=args.parallel, ray=args.ray, ray_address=args.ray_address, ray_cpus=args.ray_cpus,
+                     gpus=args.gpus, max_retries=args.max_retries, dry_run=args.dry_run,
+                     command=[sys.executable, *sys.argv])
 
 
 if __name__ == "__main__":

@@ -62,7 +62,7 @@ def find_runs(paths: Sequence[Path]) -> list[Path]:
     found: set[Path] = set()
     for path in map(Path, paths):
         if not path.is_dir():
-            raise UserError(f"'{path}' is not a folder; fix: pass run folders or a sweep folder (--out of tools/sweep.py)")
+            raise UserError(f"'{path}' is not a folder; fix: pass run folders or a sweep folder (tools/sweep.py --out)")
         candidates = [path / "config.gin", *path.rglob("config.gin")]
         found.update(c.parent for c in candidates if c.is_file() and (c.parent / "metrics.jsonl").is_file())
     if not found:

@@ -32,6 +32,11 @@ def _wrap(variant: str, width: int = 40) -> str:
     return "\n".join(lines)
 
 
+def _span(runs: Sequence[Run]) -> list[int]:
+    """[fewest, most] env steps the runs reached."""
+    return [int(min(r.steps[-1] for r in runs)), int(max(r.steps[-1] for r in runs))]
+
+
 def _est(point: float, low: float, high: float) -> dict:
     return {"mean": point, "ci": [low, high]}
 
@@ -47,7 +52,7 @@ def compute(runs: Sequence[Run], base: str | None = None, reps: int = 2000, seed
     result: dict = {"runs": len(runs), "variants": variants, "base": base, "reps": reps, "seed": seed, "tasks": {}}
     for task, by_variant in groups.items():
         result["tasks"][task] = {
-            v: {"seeds": [r.seed for r in rs], "steps": [int(min(r.steps[-1] for r in rs)), int(max(r.steps[-1] for r in rs))],
+            v: {"seeds": [r.seed for r in rs], "steps": _span(rs),
                 "final": _est(*stats.interval([r.final for r in rs], reps, seed)),
                 "auc": _est(*stats.interval([r.auc for r in rs], reps, seed)), "runs": [str(r.path) for r in rs]}
             for v, rs in by_variant.items()
@@ -184,7 +189,8 @@ def _markdown(result: dict, figures: dict[str, str], sources: Sequence[Path]) ->
         if norm["improvement"]:
             lines += [f"### Probability of improvement over `{base}`", "",
                       f"P(X > {base}): the chance that a run of X scores above a run of `{base}` on the same task, "
-                      "averaged over tasks (0.5: no difference).", "", f"| variant | P(variant > {base}) |", "|---|---|"]
+                      "averaged over tasks (0.5: no difference).", "",
+                      f"| variant | P(variant > {base}) |", "|---|---|"]
             lines += [f"| {v} | {_fmt(e, 2)} |" for v, e in norm["improvement"].items()]
             lines += ["", "![probability of improvement](improvement.png)", ""]
     notes = []

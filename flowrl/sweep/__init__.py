@@ -28,8 +28,8 @@ def usable_cores() -> int:
 
 def run_sweep(base: Sequence[str], factors: Sequence[Sequence[str]], tasks: Sequence[str], seeds: str,
               bindings: Sequence[str], out: Path, threads: int = 1, parallel: int | None = None, ray: bool = False,
-              ray_address: str | None = None, ray_cpus: int | None = None, gpus: float = 0.0, max_retries: int = 3, dry_run: bool = False,
-              command: Sequence[str] = ()) -> int:
+              ray_address: str | None = None, ray_cpus: int | None = None, gpus: float = 0.0, max_retries: int = 3,
+              dry_run: bool = False, command: Sequence[str] = ()) -> int:
     """Returns the exit status: 0 when every trial is finished, 1 when some failed, 130 on Ctrl-C."""
     out = Path(out)
     if ray or ray_address:
@@ -42,8 +42,8 @@ def run_sweep(base: Sequence[str], factors: Sequence[Sequence[str]], tasks: Sequ
     settings = {"threads_per_trial": threads, "executor": executor, "gpus_per_trial": gpus, "max_retries": max_retries}
     plan = write_plan(out, trials, command, settings)
     todo = [t for t in trials if not finished(t)]
-    shape = " x ".join(f"{len(set(xs))} {name}{'s' * (len(set(xs)) > 1)}" for name, xs in (
-        ("task", [t.task for t in trials]), ("variant", [t.variant for t in trials]), ("seed", [t.seed for t in trials])))
+    counts = {name: len({getattr(t, name) for t in trials}) for name in ("task", "variant", "seed")}
+    shape = " x ".join(f"{n} {name}{'s' * (n > 1)}" for name, n in counts.items())
     print(f"sweep: {len(trials)} trials ({shape}), {len(trials) - len(todo)} already finished; plan in "
           f"{plan}; {executor}, {threads} thread(s) per trial", file=sys.stderr)
     if not todo or dry_run:
@@ -57,7 +57,8 @@ def run_sweep(base: Sequence[str], factors: Sequence[Sequence[str]], tasks: Sequ
     try:
         with monitor:
             if ray or ray_address:
-                results = run_ray(todo, monitor, threads, gpus, max_retries, ray_address, num_cpus=ray_cpus or usable_cores())
+                cpus = ray_cpus or usable_cores()
+                results = run_ray(todo, monitor, threads, gpus, max_retries, ray_address, num_cpus=cpus)
             else:
                 results = run_local(todo, monitor, parallel, threads, max_retries)
     except SweepInterrupted:
@@ -65,8 +66,8 @@ def run_sweep(base: Sequence[str], factors: Sequence[Sequence[str]], tasks: Sequ
         return 130
     failed = [r for r in results.values() if r["status"] != "done"]
     for r in failed:
-        print(f"failed: {r['id']}: {r['error']} (log: {Path(next(t.run_dir for t in trials if t.id == r['id'])) / 'sweep.log'})",
-              file=sys.stderr)
+        log = Path(next(t.run_dir for t in trials if t.id == r["id"])) / "sweep.log"
+        print(f"failed: {r['id']}: {r['error']} (log: {log})", file=sys.stderr)
     print(f"sweep {'done' if not failed else 'ended'}: {len(results) - len(failed)} ran to the end, {len(failed)} "
           f"failed, {len(trials) - len(todo)} were already finished; report: python tools/report.py {out}",
           file=sys.stderr)

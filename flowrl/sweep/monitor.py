@@ -33,8 +33,10 @@ class SweepMonitor:
         self.final: dict[str, str] = {}
         self.summary_every, self._last_summary = summary_every, time.monotonic()
         self.bar = Progress(
-            TextColumn("{task.description}"), TextColumn("{task.fields[state]}", table_column=Column(min_width=7)), BarColumn(bar_width=20),
-            MofNCompleteColumn(), TextColumn("eval {task.fields[eval]}", table_column=Column(min_width=10)), TextColumn("ETA"), TimeRemainingColumn(),
+            TextColumn("{task.description}"), TextColumn("{task.fields[state]}", table_column=Column(min_width=7)),
+            BarColumn(bar_width=20), MofNCompleteColumn(),
+            TextColumn("eval {task.fields[eval]}", table_column=Column(min_width=10)), TextColumn("ETA"),
+            TimeRemainingColumn(),
             console=self.console, speed_estimate_period=120, refresh_per_second=1, disable=not self.live,
         )  # fmt: skip
         self.rows = {t.id: self.bar.add_task(t.id, total=t.total_steps, state="queued", eval="-") for t in self.trials}
@@ -61,8 +63,8 @@ class SweepMonitor:
                 self._line(f"{t.id}: {state} at env step {p.steps:,}/{t.total_steps:,}"
                            + (f", last eval return {p.last_eval:.1f}" if p.last_eval is not None else ""))
             self.state[t.id] = state
-            self.bar.update(self.rows[t.id], completed=p.steps, eval="-" if p.last_eval is None else f"{p.last_eval:.1f}",
-                            state=f"[{_STYLE[state]}]{state}[/]")
+            shown = "-" if p.last_eval is None else f"{p.last_eval:.1f}"
+            self.bar.update(self.rows[t.id], completed=p.steps, eval=shown, state=f"[{_STYLE[state]}]{state}[/]")
         if not self.live and time.monotonic() - self._last_summary >= self.summary_every:
             self._last_summary = time.monotonic()
             self._line(self.summary())

@@ -29,7 +29,8 @@ LOG_FILE = "sweep.log"  # the child's stdout and stderr, appended over attempts
 _STOPPED = {130, 143}
 # The launcher asks for SIGTERM on its parent's death, checks the parent did not die first, then becomes run.py.
 _LAUNCH = ("import ctypes, os, signal, sys; ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM); "
-           "os.getppid() == int(sys.argv[1]) or sys.exit(143); os.execv(sys.executable, [sys.executable, *sys.argv[2:]])")
+           "os.getppid() == int(sys.argv[1]) or sys.exit(143); "
+           "os.execv(sys.executable, [sys.executable, *sys.argv[2:]])")
 
 
 _LIVE: dict[int, subprocess.Popen] = {}  # this process's running children, for stop_all
