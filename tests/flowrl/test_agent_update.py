@@ -9,12 +9,15 @@ base noise and the flow-matching time scripted.
 
 import copy
 import functools
+import warnings
 
+import numpy as np
 import pytest
 import torch
 
 from components import FlowPolicy, KLRegularizer, MLPVelocity, NoRegularizer, QEnsemble, ValueNetwork, W2Regularizer
 from components.buffers import Batch
+from components.critics import min_aggregate
 from flowrl.agents.flowrl import FlowRLAgent
 
 OBS, ACT, HIDDEN, B = 3, 2, 8, 6
@@ -352,3 +355,77 @@ def test_behaviour_critic_is_born_as_a_copy_of_the_critic_or_independent(from_cr
         weights = [(p, q) for p, q in zip(agent.critic.parameters(), agent.behaviour_critic.parameters())
                    if p.dim() == 3 and p.shape[1] > 1]  # the linear layers' weights (E, in, out)
         assert weights and not any(torch.equal(p, q) for p, q in weights)
+
+
+# ---------------------------------------------------------------------------- defaults, acting, compile, checkpoint
+def test_defaults_follow_the_reference():
+    agent = FlowRLAgent(OBS, ACT)  # the reference's 512-wide networks
+    assert (agent.discount, agent.expectile, agent.policy_delay, agent.target_tau) == (0.99, 0.9, 2, 0.95)
+    for opt in (agent.value_optimizer, agent.policy_optimizer):
+        assert [g["lr"] for g in opt.param_groups] == [3e-4]
+    assert isinstance(agent.regularizer, W2Regularizer) and agent.regularizer.lam == 0.1
+    assert agent.aggregate is min_aggregate
+    assert agent.amp_dtype is None and agent.device == torch.device("cpu") and agent.num_updates == 0
+    assert all(torch.equal(p, q) for p, q in zip(agent.critic.parameters(), agent.behaviour_critic.parameters()))
+    ids = lambda *nets: {id(p) for n in nets for p in n.parameters()}  # noqa: E731
+    assert {id(p) for g in agent.value_optimizer.param_groups for p in g["params"]} == ids(
+        agent.critic, agent.behaviour_critic, agent.value)
+    assert {id(p) for g in agent.policy_optimizer.param_groups for p in g["params"]} == ids(agent.policy)
+
+
+def test_act_samples_unless_deterministic_and_takes_float64():
+    agent = make_agent()
+    obs = torch.randn(4, OBS, generator=torch.Generator().manual_seed(0)).double().numpy()  # numpy's default dtype
+    a, b = agent.act(obs), agent.act(obs)
+    assert a.dtype == np.float32 and a.shape == (4, ACT) and not np.array_equal(a, b)
+    np.testing.assert_array_equal(agent.act(obs, deterministic=True), agent.act(obs, deterministic=True))
+    with torch.no_grad():
+        greedy = pi(agent.policy, torch.as_tensor(obs, dtype=torch.float32), torch.zeros(4, ACT))
+    np.testing.assert_allclose(agent.act(obs, deterministic=True), greedy.numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_compile_wraps_every_network(monkeypatch):
+    compiled = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **k: compiled.append(self))
+    agent = make_agent()
+    agent.compile()
+    expected = [agent.policy.velocity, agent.critic, agent.critic_target, agent.behaviour_critic,
+                agent.behaviour_target, agent.value]
+    assert len(compiled) == len(expected) and all(any(c is e for c in compiled) for e in expected)
+
+
+def test_loaded_agent_continues_identically_and_shares_no_optimiser_state():
+    batch = make_batch()
+    a = make_agent()
+    for _ in range(3):
+        a.update(batch)
+    b = make_agent(perturb=False)
+    b.load_state_dict(a.state_dict())
+    assert b.num_updates == 3
+    for _ in range(2):  # a's step must not move b's Adam moments: compare the weights after, not only the losses
+        torch.manual_seed(5)
+        ia = a.update(batch)
+        torch.manual_seed(5)
+        assert b.update(batch) == ia
+    for name in NETS:
+        for p, q in zip(getattr(a, name).parameters(), getattr(b, name).parameters()):
+            assert torch.equal(p, q), name
+
+
+def test_checkpoint_names_every_network_as_its_attribute():
+    agent = make_agent()
+    assert set(agent.modules()) == set(NETS) and all(agent.modules()[n] is getattr(agent, n) for n in NETS)
+    state = agent.state_dict()
+    assert set(state) == {"networks", "value_optimizer", "policy_optimizer", "num_updates"}
+    assert set(state["networks"]) == set(NETS)
+
+
+@pytest.mark.parametrize("amp_dtype", [None, torch.bfloat16, torch.float16])
+def test_autocast_runs_the_update_in_amp_dtype_or_not_at_all(amp_dtype):
+    agent = make_agent(amp_dtype=amp_dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # float32 must not ask CPU autocast for float32 (it warns, then disables)
+        with agent.autocast():
+            assert torch.is_autocast_enabled("cpu") == (amp_dtype is not None)
+            if amp_dtype is not None:
+                assert torch.get_autocast_dtype("cpu") == amp_dtype
