@@ -101,14 +101,12 @@ def command(trial: Trial) -> list[str]:
     return [run_py, *head, *[a for b in binds for a in ("--bind", b)], "--no-display"]
 
 
-def _alive(pid: int) -> bool:
+def _runs_in(pid: int, run_dir: Path) -> bool:
+    """Whether process ``pid`` lives and is a run in ``run_dir`` (a pid may since belong to another process)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return str(run_dir) in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
         return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _wait_for_leftover(run_dir: Path, timeout: float) -> None:
@@ -121,9 +119,9 @@ def _wait_for_leftover(run_dir: Path, timeout: float) -> None:
     if host != socket.gethostname():
         return  # that node's child got the same SIGTERM; the folder lock of newer run.py versions guards the rest
     deadline = time.monotonic() + timeout
-    while _alive(int(pid)) and time.monotonic() < deadline:
+    while _runs_in(int(pid), run_dir) and time.monotonic() < deadline:
         time.sleep(0.5)
-    if _alive(int(pid)):
+    if _runs_in(int(pid), run_dir):
         raise TrialPreempted(f"an earlier attempt (pid {pid}) still runs in {run_dir}")
 
 
