@@ -7,6 +7,7 @@ that cannot apply to a resumed run because they change the shape of what its che
 
 from __future__ import annotations
 
+import inspect
 import re
 import types
 import typing
@@ -57,8 +58,6 @@ def value_of(name: str, default: Any = None) -> Any:
         pass
     fn = _wrapped(name.split(".")[0])
     if fn is not None:
-        import inspect
-
         param = inspect.signature(fn).parameters.get(name.split(".")[1])
         if param is not None and param.default is not inspect.Parameter.empty:
             return param.default
@@ -122,8 +121,6 @@ def check_resume(bindings: Sequence[str], saved: dict[str, Any]) -> None:
 
 
 def _default(name: str) -> Any:
-    import inspect
-
     fn = _wrapped(name.split(".")[0])
     param = inspect.signature(fn).parameters.get(name.split(".")[1]) if fn else None
     return None if param is None else param.default
@@ -147,7 +144,7 @@ def _check_type(name: str, value: Any) -> None:
         return
     if hint is None or _fits(value, hint) is not False:
         return
-    kind = getattr(hint, "__name__", str(hint))
+    kind = getattr(hint, "__name__", str(hint).replace("NoneType", "None"))
     raise UserError(f"{name} = {value!r} is not {'an' if kind[0] in 'aeiou' else 'a'} {kind}; "
                     f"fix: bind it to {'an' if kind[0] in 'aeiou' else 'a'} {kind}, e.g. --bind '{name} = "
                     f"{_example(name, hint)}'")

@@ -19,7 +19,7 @@ METRICS_FILE = "metrics.jsonl"
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """All logged records of a run, in order; a line that is not a whole record (a torn write) is skipped with a note."""
+    """All logged records of a run, in order; a line that is not a whole record (a torn write) is skipped, noted."""
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         return []

@@ -71,7 +71,8 @@ def main() -> int:
         parse(args.gin, bindings)
         check_config()
         stem = Path(args.gin[0]).stem
-        run_dir = args.run_dir or Path("runs") / f"{stem}-s{value_of('Trainer.seed', 0)}-{time.strftime('%Y%m%d-%H%M%S')}"
+        seed = value_of("Trainer.seed", 0)
+        run_dir = args.run_dir or Path("runs") / f"{stem}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
         folder = RunFolder(run_dir)
         if list_checkpoints(run_dir):
             raise UserError(f"run folder '{run_dir}' already has checkpoints; fix: --resume {run_dir} or another --run-dir")

@@ -121,7 +121,8 @@ def test_a_run_folder_belongs_to_one_live_process(tmp_path, finished):  # item 4
     held.release()
     RunFolder(tmp_path / "owned").release()
     # A process killed while holding the lock does not hold it any more.
-    code = f"from flowrl.run_folder import RunFolder; RunFolder({str(tmp_path / 'killed')!r}); print('held', flush=True)"
+    killed = str(tmp_path / "killed")
+    code = f"from flowrl.run_folder import RunFolder; RunFolder({killed!r}); print('held', flush=True)"
     child = subprocess.Popen([sys.executable, "-c", code + "; import time; time.sleep(60)"], cwd=ROOT,
                              stdout=subprocess.PIPE, text=True)
     assert child.stdout.readline().strip() == "held"
@@ -298,7 +299,8 @@ def test_every_shipped_config_passes_the_checks():
     gin_dir = REPO_ROOT / "gin"
     tasks = [p for p in gin_dir.rglob("*.gin") if p.parent == gin_dir or p.parent.name == "humanoidbench"]
     tasks = [p for p in tasks if p.name not in ("flowrl_base.gin", "smoke.gin")]
-    overlays = [p for d in ("ablations", "agents", "bench") for p in (gin_dir / d).glob("*.gin")] + [gin_dir / "smoke.gin"]
+    overlays = [p for d in ("ablations", "agents", "bench") for p in (gin_dir / d).glob("*.gin")]
+    overlays.append(gin_dir / "smoke.gin")
     assert tasks and overlays
     for task in tasks:
         for overlay in [None, *overlays]:
