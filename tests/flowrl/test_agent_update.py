@@ -429,3 +429,23 @@ def test_autocast_runs_the_update_in_amp_dtype_or_not_at_all(amp_dtype):
             assert torch.is_autocast_enabled("cpu") == (amp_dtype is not None)
             if amp_dtype is not None:
                 assert torch.get_autocast_dtype("cpu") == amp_dtype
+
+
+@pytest.mark.parametrize("needs", [None, frozenset()])
+def test_regularizer_gets_only_the_values_it_lists_in_needs(needs):
+    """A regularizer without ``needs`` (a plain function) or with an empty one gets no behaviour values."""
+    seen = []
+
+    def regularizer(policy, inputs):
+        seen.append(inputs)
+        return inputs.obs.new_zeros(()), {}
+
+    if needs is not None:
+        regularizer.needs = needs
+    agent, batch = make_agent(regularizer=regularizer), make_batch()
+    _, from_value_step = agent.value_step(batch)
+    assert from_value_step.obs is batch.obs and from_value_step.action is batch.action
+    agent.policy_step(batch, from_value_step)
+    for inputs in (from_value_step, *seen):
+        assert inputs.q_behaviour is None and inputs.value is None
+    assert seen[0].obs is batch.obs and seen[0].q_policy.shape == (B, 1)
