@@ -280,9 +280,15 @@ class Trainer:
         return every > 0 and prev // every != self.env_steps // every
 
     def _evaluate(self) -> dict[str, float]:
-        env = self.env_fn(num_envs=self.eval_episodes, seed=self.seed + 1_000_003 + self.env_steps)
+        seed = self.seed + 1_000_003 + self.env_steps
+        env = self.env_fn(num_envs=self.eval_episodes, seed=seed)
+        # Evaluation draws its policy noise from its own seed, and leaves training's RNG as it found it: a run's
+        # last evaluation (made before its final checkpoint) must not change how an extended run continues.
+        devices = [self.device] if self.device.type == "cuda" else []
         try:
-            return evaluate(lambda o: self.agent.act(o, deterministic=self.eval_deterministic), env)
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(seed)
+                return evaluate(lambda o: self.agent.act(o, deterministic=self.eval_deterministic), env)
         finally:
             env.close()
 

@@ -59,6 +59,18 @@ def test_stop_and_resume_reproduces_the_uninterrupted_run(tmp_path):
     assert [r["step"] for r in read_metrics(part)] == [r["step"] for r in read_metrics(full)]
 
 
+def test_extending_a_finished_run_reproduces_the_longer_run(tmp_path):
+    # The short run ends at 600, off the evaluation grid (400, 800, ...): its last evaluation, made before its final
+    # checkpoint with fresh policy noise, must leave the training RNG as it was.
+    tiny = [*TINY, "--bind", "Trainer.eval_every = 400"]
+    full, part = tmp_path / "full", tmp_path / "part"
+    run(*tiny, "--bind", "Trainer.total_steps = 1200", "--run-dir", str(full))
+    run(*tiny, "--bind", "Trainer.total_steps = 600", "--run-dir", str(part))
+    run("--resume", str(part), "--bind", "Trainer.total_steps = 1200", "--no-display")
+    after = lambda d: [r for r in read_metrics(d) if r["step"] > 600]  # noqa: E731
+    assert any("eval/return_mean" in r for r in after(full)) and after(part) == after(full)
+
+
 def test_sigterm_checkpoints_and_the_run_resumes(tmp_path):
     run_dir = tmp_path / "term"
     cmd = [sys.executable, "tools/run.py", *TINY, "--bind", "Trainer.total_steps = 100000", "--run-dir", str(run_dir)]
