@@ -18,7 +18,7 @@ import torch
 from components import FlowPolicy, KLRegularizer, MLPVelocity, NoRegularizer, QEnsemble, ValueNetwork, W2Regularizer
 from components.buffers import Batch
 from components.critics import min_aggregate
-from flowrl.agents.flowrl import FlowRLAgent
+from flowrl.agents.flowrl import FlowRLAgent, _fast_adam
 
 OBS, ACT, HIDDEN, B = 3, 2, 8, 6
 GAMMA, LR = 0.8, 1e-2
@@ -449,3 +449,14 @@ def test_regularizer_gets_only_the_values_it_lists_in_needs(needs):
     for inputs in (from_value_step, *seen):
         assert inputs.q_behaviour is None and inputs.value is None
     assert seen[0].obs is batch.obs and seen[0].q_policy.shape == (B, 1)
+
+
+def test_networks_live_on_the_given_device_and_adam_is_fused_where_it_can_be():
+    # "meta" stands in for an accelerator on a CPU-only machine: every tensor must follow the runner's choice.
+    meta = make_agent(perturb=False, device="meta")
+    for name, module in meta.modules().items():
+        assert {t.device.type for t in (*module.parameters(), *module.buffers())} == {"meta"}, name
+    assert meta.value_optimizer.defaults["foreach"] and meta.policy_optimizer.defaults["foreach"]
+    cpu = make_agent(perturb=False)  # fused Adam: one kernel per parameter group on CPU and CUDA
+    assert cpu.value_optimizer.defaults["fused"] and cpu.policy_optimizer.defaults["fused"]
+    assert _fast_adam(torch.device("cuda")) == {"fused": True}
