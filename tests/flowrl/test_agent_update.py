@@ -451,9 +451,10 @@ def test_regularizer_gets_only_the_values_it_lists_in_needs(needs):
     assert seen[0].obs is batch.obs and seen[0].q_policy.shape == (B, 1)
 
 
-def test_networks_live_on_the_given_device_and_adam_is_fused_where_it_can_be():
+@pytest.mark.parametrize("from_critic", [True, False])
+def test_networks_live_on_the_given_device_and_adam_is_fused_where_it_can_be(from_critic):
     # "meta" stands in for an accelerator on a CPU-only machine: every tensor must follow the runner's choice.
-    meta = make_agent(perturb=False, device="meta")
+    meta = make_agent(perturb=False, device="meta", behaviour_from_critic=from_critic)
     for name, module in meta.modules().items():
         assert {t.device.type for t in (*module.parameters(), *module.buffers())} == {"meta"}, name
     assert meta.value_optimizer.defaults["foreach"] and meta.policy_optimizer.defaults["foreach"]
