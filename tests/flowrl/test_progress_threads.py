@@ -66,8 +66,8 @@ def test_the_trainer_takes_one_thread_when_the_cores_are_busy(tmp_path, monkeypa
     monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
     chosen = []
     monkeypatch.setattr(torch, "set_num_threads", chosen.append)
-    trainer = Trainer(tmp_path, env_fn=functools.partial(make_env, task="dmc/cheetah-run"),
-                      buffer=functools.partial(ReplayBuffer, capacity=100), display=False)
+    trainer = Trainer(tmp_path, env_fn=functools.partial(make_env, task="dmc/cheetah-run"), num_threads=0,
+                      buffer=functools.partial(ReplayBuffer, capacity=100), display=False)  # 0 wins over gin
     trainer._close_env()
     assert chosen == [1] and "cores shared" in trainer.thread_note and "Trainer.num_threads" in trainer.thread_note
     chosen.clear()
