@@ -85,7 +85,7 @@ def test_ray_sweep_retries_a_killed_worker_from_its_checkpoint_and_reruns_nothin
     out = tmp_path / "sweep"
     args = [*TINY, "--seeds", "0-1", "--out", str(out), "--ray", "--ray-cpus", "2"]
     proc = start(*args)
-    victim, child = child_mid_run(out, time.time() + 240)
+    victim, child = child_mid_run(out, time.time() + 480)
     worker = int(Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[1])
     assert "ray" in Path(f"/proc/{worker}/cmdline").read_text().lower()  # the Ray worker running that trial
     os.kill(worker, signal.SIGKILL)
@@ -107,7 +107,7 @@ def test_embedded_sweep_resumes_a_stopped_trial_and_reruns_nothing(tmp_path):
     out = tmp_path / "sweep"
     args = [*TINY, "--seeds", "0", "--out", str(out)]
     proc = start(*args)
-    victim, child = child_mid_run(out, time.time() + 240)
+    victim, child = child_mid_run(out, time.time() + 480)
     os.kill(child, signal.SIGTERM)  # as a scheduler pre-empting one run: it checkpoints, stops, and is resumed
     _, err = finish(proc, 300)
     assert proc.returncode == 0, err[-3000:]
