@@ -3,6 +3,7 @@
 import sys
 from pathlib import Path
 
+import gin
 import pytest
 import torch
 
@@ -18,3 +19,11 @@ def _few_threads():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_gin_config():
+    # A test that parses a config (e.g. a HumanoidBench one, expectile 0.8) must not change the defaults that a later
+    # test's hand-built agent or trainer sees: every test parses what it needs itself.
+    yield
+    gin.clear_config()

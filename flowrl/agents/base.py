@@ -54,6 +54,17 @@ class ActorCritic:
         raise NotImplementedError
 
     # ------------------------------------------------------------------------------------------------ shared
+    def value_step(self, batch: Batch) -> Info:
+        """One optimiser step of the critic: ``self.critic_loss(batch)`` through ``self.critic_optimizer``.
+
+        The single-critic agents (SAC, TD3) share it; FlowRL's value step trains three networks and has its own.
+        """
+        loss, info = self.critic_loss(batch)
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.critic_optimizer.step()
+        return prefixed("critic", info)
+
     def update(self, batch: Batch) -> dict[str, float]:
         """One gradient update on ``batch``; returns plain floats."""
         with self.autocast():

@@ -104,14 +104,6 @@ class SACAgent(ActorCritic):
         info.update(self.policy_step(batch))
         return info
 
-    def value_step(self, batch: Batch) -> Info:
-        """One optimiser step of the critic."""
-        loss, info = self.critic_loss(batch)
-        self.critic_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.critic_optimizer.step()
-        return prefixed("critic", info)
-
     def policy_step(self, batch: Batch) -> Info:
         """One optimiser step of the policy, one of the temperature, then the target critic's Polyak step."""
         pi_loss, pi_info, log_prob = self.actor_loss(batch)

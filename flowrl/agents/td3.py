@@ -107,14 +107,6 @@ class TD3Agent(ActorCritic):
             info.update(self.policy_step(batch))
         return info
 
-    def value_step(self, batch: Batch) -> Info:
-        """One optimiser step of the critic."""
-        loss, info = self.critic_loss(batch)
-        self.critic_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.critic_optimizer.step()
-        return prefixed("critic", info)
-
     def policy_step(self, batch: Batch) -> Info:
         """One optimiser step of the actor, then both targets' Polyak steps."""
         loss, info = self.actor_loss(batch)
