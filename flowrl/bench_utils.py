@@ -136,16 +136,13 @@ def update_pieces(agent: FlowRLAgent) -> dict[str, Callable[[Batch], None]]:
             (agent.behaviour_critic_loss(batch)[0] + agent.value_loss(batch)[0]).backward()
             agent.value_optimizer.step()
 
-    seen_cache: dict[int, object] = {}
+    last: dict[str, object] = {}  # the value step's Q_beta / V values of the current batch, which an update reuses
 
     def policy(batch: Batch) -> None:
         with agent.autocast():
-            if id(batch) not in seen_cache:  # the value step's Q_beta / V forwards, which a real update reuses
-                with torch.no_grad():
-                    q_beta, v = agent.behaviour_critic(batch.obs, batch.action), agent.value(batch.obs)
-                seen_cache.clear()
-                seen_cache[id(batch)] = agent.regularizer_inputs(batch, q_beta, v)
-            agent.policy_step(batch, seen_cache[id(batch)])
+            if last.get("batch") is not batch:
+                last.update(batch=batch, seen=agent.regularizer_inputs(batch))
+            agent.policy_step(batch, last["seen"])
 
     return {"Q": q, "Q_beta + V": q_beta_v, "policy": policy}
 

@@ -138,10 +138,7 @@ class FlowRLAgent:
             q_pi = self.aggregate(self.critic(batch.obs, self.policy.sample(batch.obs)))
         finally:
             self.critic.requires_grad_(True)
-        if seen is None:
-            with torch.no_grad():
-                seen = self.regularizer_inputs(batch, self.behaviour_critic(batch.obs, batch.action),
-                                                self.value(batch.obs))
+        seen = self.regularizer_inputs(batch) if seen is None else seen
         inputs = RegularizerInputs(batch.obs, batch.action, q_policy=q_pi.detach(), q_behaviour=seen.q_behaviour,
                                    value=seen.value)
         reg_loss, reg_info = self.regularizer(self.policy, inputs)
@@ -187,8 +184,16 @@ class FlowRLAgent:
         info = {**_prefixed("critic", q_info), **_prefixed("behaviour", b_info), **_prefixed("value", v_info)}
         return info, self.regularizer_inputs(batch, q_beta.detach(), v.detach())
 
-    def regularizer_inputs(self, batch: Batch, q_beta: torch.Tensor, v: torch.Tensor) -> RegularizerInputs:
+    def regularizer_inputs(self, batch: Batch, q_beta: torch.Tensor | None = None,
+                           v: torch.Tensor | None = None) -> RegularizerInputs:
+        """What the regularizer reads of ``Q_beta(s, a)`` ``(E, B, 1)`` and ``V(s)`` ``(B, 1)``: the given tensors, or
+        (where None) the current networks' values without gradient; only the fields it lists in ``needs``."""
         needs = getattr(self.regularizer, "needs", frozenset())
+        with torch.no_grad():
+            if q_beta is None and "q_behaviour" in needs:
+                q_beta = self.behaviour_critic(batch.obs, batch.action)
+            if v is None and "value" in needs:
+                v = self.value(batch.obs)
         return RegularizerInputs(
             batch.obs, batch.action,
             q_behaviour=min_aggregate(q_beta) if "q_behaviour" in needs else None,
