@@ -5,6 +5,7 @@ Depends on torch, einops and gin only, never on ``flowrl``: import any piece int
 Every class and function is registered with gin and works as plain Python without a config.
 """
 
+from components.bounds import ActionBounds
 from components.buffers import Batch, ReplayBuffer
 from components.critics import (
     QEnsemble,

@@ -8,7 +8,8 @@ import gin
 import torch
 from torch import nn
 
-from components.gaussian_policy import ActionBounds, mlp
+from components.bounds import ActionBounds
+from components.gaussian_policy import mlp
 
 
 @gin.configurable
@@ -78,4 +79,4 @@ class DeterministicPolicy(nn.Module):
 
     def to_unit(self, action: torch.Tensor) -> torch.Tensor:
         """Map actions from the bounds back to [-1, 1]."""
-        return (action - self.bounds.action_bias) / self.bounds.action_scale
+        return self.bounds.to_unit(action)

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from components.bounds import ActionBounds
+
 
 def mlp(in_features: int, out_features: int, hidden: int, depth: int) -> nn.Sequential:
     """``depth`` hidden layers of ``Linear(hidden) -> ReLU``, then ``Linear(out_features)``."""
@@ -26,25 +28,6 @@ def tanh_log_det_jacobian(u: torch.Tensor) -> torch.Tensor:
     The direct form is ``-inf`` once ``tanh(u)`` rounds to 1 (``|u| > 9`` in float32); this one stays finite.
     """
     return 2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))
-
-
-class ActionBounds(nn.Module):
-    """Maps [-1, 1] to ``[low, high]`` per dimension (``low + (x + 1) / 2 * (high - low)``), as FlowPolicy does."""
-
-    def __init__(self, act_dim: int, low: Union[float, torch.Tensor], high: Union[float, torch.Tensor]):
-        super().__init__()
-        low = torch.as_tensor(low, dtype=torch.float32).expand(act_dim).clone()
-        high = torch.as_tensor(high, dtype=torch.float32).expand(act_dim).clone()
-        if not torch.all(high > low):
-            raise ValueError("a policy needs action_high > action_low in every dimension")
-        self.register_buffer("action_scale", (high - low) / 2.0)
-        self.register_buffer("action_bias", (high + low) / 2.0)
-        # scale * x + bias can round past a bound by an ulp; clamp onto the exact bounds.
-        self.register_buffer("action_low", low, persistent=False)
-        self.register_buffer("action_high", high, persistent=False)
-
-    def forward(self, unit: torch.Tensor) -> torch.Tensor:
-        return (unit * self.action_scale + self.action_bias).clamp(self.action_low, self.action_high)
 
 
 @gin.configurable
@@ -119,4 +102,4 @@ class GaussianPolicy(nn.Module):
 
     def to_unit(self, action: torch.Tensor) -> torch.Tensor:
         """Map actions from the bounds back to [-1, 1]."""
-        return (action - self.bounds.action_bias) / self.bounds.action_scale
+        return self.bounds.to_unit(action)

@@ -8,6 +8,7 @@ import gin
 import torch
 from torch import nn
 
+from components.bounds import ActionBounds
 from components.integrators import ODESolver
 from components.velocity import MLPVelocity
 
@@ -51,15 +52,7 @@ class FlowPolicy(nn.Module):
         self.velocity = velocity if isinstance(velocity, nn.Module) else velocity(obs_dim, act_dim)
         self.solver = solver if solver is not None else ODESolver()
         self.clip_noise = clip_noise
-        low = torch.as_tensor(action_low, dtype=torch.float32).expand(act_dim).clone()
-        high = torch.as_tensor(action_high, dtype=torch.float32).expand(act_dim).clone()
-        if not torch.all(high > low):
-            raise ValueError("FlowPolicy needs action_high > action_low in every dimension")
-        self.register_buffer("action_scale", (high - low) / 2.0)
-        self.register_buffer("action_bias", (high + low) / 2.0)
-        # scale * tanh + bias can round past a bound by an ulp when tanh saturates; clamp onto the exact bounds.
-        self.register_buffer("action_low", low, persistent=False)
-        self.register_buffer("action_high", high, persistent=False)
+        self.bounds = ActionBounds(act_dim, action_low, action_high)
 
     def base_noise(self, batch: int, like: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Base noise ``a0 ~ N(0, I)`` of shape ``(batch, act_dim)``, clipped to [-1, 1] if ``clip_noise``."""
@@ -74,8 +67,7 @@ class FlowPolicy(nn.Module):
         """Differentiable actions ``(B, act_dim)`` inside the bounds; fresh noise unless ``noise`` is given."""
         if noise is None:
             noise = self.base_noise(obs.shape[0], obs)
-        action = torch.tanh(self.flow(obs, noise)) * self.action_scale + self.action_bias
-        return action.clamp(self.action_low, self.action_high)
+        return self.bounds(torch.tanh(self.flow(obs, noise)))
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
@@ -85,4 +77,11 @@ class FlowPolicy(nn.Module):
 
     def to_unit(self, action: torch.Tensor) -> torch.Tensor:
         """Map actions from the bounds back to [-1, 1] (the tanh range the flow targets)."""
-        return (action - self.action_bias) / self.action_scale
+        return self.bounds.to_unit(action)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Checkpoints written before the bounds became a submodule keep them at the top level.
+        for name in ("action_scale", "action_bias"):
+            if prefix + name in state_dict:
+                state_dict[f"{prefix}bounds.{name}"] = state_dict.pop(prefix + name)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

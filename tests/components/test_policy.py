@@ -168,9 +168,9 @@ def test_to_unit_inverts_the_scaling(bounds, u):
     assume(bool((high > low).all()))
     policy = make_policy(action_low=low, action_high=high)
     u = torch.tensor([u])
-    a = policy.action_bias + u * policy.action_scale
+    a = policy.bounds.action_bias + u * policy.bounds.action_scale
     # float32 conditioning: an absolute error of a few ulps of |bound|, divided by the half-width.
-    tol = float(8 * 1.2e-7 * (low.abs() + high.abs()).max() / policy.action_scale.min()) + 1e-6
+    tol = float(8 * 1.2e-7 * (low.abs() + high.abs()).max() / policy.bounds.action_scale.min()) + 1e-6
     torch.testing.assert_close(policy.to_unit(a), u, atol=tol, rtol=0)
     torch.testing.assert_close(policy.to_unit(low[None]), -torch.ones(1, ACT), atol=tol, rtol=0)
     torch.testing.assert_close(policy.to_unit(high[None]), torch.ones(1, ACT), atol=tol, rtol=0)
