@@ -1,0 +1,170 @@
+"""The Trainer's state, in process: what ``load`` restores and refuses, the optimiser settings a resume keeps, the
+segment seeds, and the logged metric windows. The scripted env and recording agent come from
+``test_trainer_wiring.py``; ``test_run.py`` covers the same paths through ``tools/run.py`` in a subprocess.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+import torch
+
+from components import ReplayBuffer
+from flowrl.checkpoint import list_checkpoints, load_checkpoint
+from flowrl.errors import UserError
+from flowrl.logger import read_metrics
+from flowrl.trainer import Trainer
+from test_trainer_wiring import N, Run
+
+
+def finished(tmp_path, **kwargs) -> tuple[Run, dict]:
+    """A short run with one checkpoint at its end, and that checkpoint's contents."""
+    run = Run(tmp_path / "done", **{"total_steps": 20, **kwargs})
+    run.trainer.train()
+    return run, load_checkpoint(list_checkpoints(tmp_path / "done")[-1])
+
+
+def test_load_restores_counters_window_and_both_rngs(tmp_path):
+    run, state = finished(tmp_path)
+    other = Run(tmp_path / "other", total_steps=20)
+    other.trainer.load(list_checkpoints(tmp_path / "done")[-1])
+    t = other.trainer
+    assert (t.env_steps, t.segment, t.update_debt) == (20, 1, run.trainer.update_debt) and t.env is None
+    assert t.window == state["window"] and t.agent.num_updates == 20 - 8
+    assert t.rng.bit_generator.state == state["rng"]["trainer"]
+    twin = np.random.default_rng()
+    twin.bit_generator.state = run.trainer.rng.bit_generator.state
+    assert t.rng.uniform() == twin.uniform()
+    assert torch.get_rng_state().equal(state["rng"]["global"]["torch"])
+    assert np.random.get_state()[1].tolist() == state["rng"]["global"]["numpy"][1].tolist()
+    for k in ("obs", "action", "reward", "valid"):
+        assert getattr(t.buffer, k).equal(getattr(run.trainer.buffer, k)), k
+
+
+def test_load_uses_the_given_state_not_the_file(tmp_path):
+    _, state = finished(tmp_path)
+    state = {**state, "env_steps": 14, "segment": 5}
+    other = Run(tmp_path / "other", total_steps=20)
+    other.trainer.load(tmp_path / "unread.pt", state=state)  # the path only names the file in messages
+    assert (other.trainer.env_steps, other.trainer.segment) == (14, 5)
+
+
+def test_a_checkpoint_for_other_shapes_names_each_difference(tmp_path):
+    _, state = finished(tmp_path)
+    path = list_checkpoints(tmp_path / "done")[-1]
+    other = Run(tmp_path / "other")
+    bad = {**state, "shapes": {"obs_dim": 5, "act_dim": 2, "num_envs": 3}}
+    with pytest.raises(UserError) as err:
+        other.trainer.load(path, state=bad)
+    message = str(err.value)
+    assert message.startswith(f"checkpoint '{path}' was written for another task or env count: ")
+    assert "obs_dim 5 (now 4), num_envs 3 (now 2); fix: resume with the run's own config.gin" in message
+    assert str(path) in message and "act_dim" not in message
+    # A checkpoint from before shapes were saved loads (the keys it has are checked elsewhere).
+    old = {k: v for k, v in state.items() if k != "shapes"}
+    other.trainer.load(path, state=old)
+    assert other.trainer.env_steps == 20
+
+
+def test_a_checkpoint_missing_state_names_the_file_and_the_keys(tmp_path):
+    _, state = finished(tmp_path)
+    path = list_checkpoints(tmp_path / "done")[-1]
+    with pytest.raises(UserError, match=rf"checkpoint '{path}' holds only part of the state \(no buffer, rng\)"):
+        Run(tmp_path / "other").trainer.load(path, state={k: v for k, v in state.items() if k not in ("buffer", "rng")})
+
+
+def test_an_agent_that_rejects_the_state_gives_its_first_line_cut_to_160_characters(tmp_path):
+    _, state = finished(tmp_path)
+    path = list_checkpoints(tmp_path / "done")[-1]
+    other = Run(tmp_path / "other")
+
+    def reject(_state):
+        raise RuntimeError("  " + "x" * 170 + "\nsecond line  ")
+
+    other.trainer.agent.load_state_dict = reject
+    with pytest.raises(UserError) as err:
+        other.trainer.load(path, state=state)
+    assert str(err.value) == (
+        f"checkpoint '{path}' does not fit this config ({'x' * 160}); fix: resume with the run's own config.gin, "
+        f"without --bind of network sizes or ReplayBuffer.capacity"
+    )
+
+
+class AdamAgent:
+    """A linear agent with two Adam optimisers (as FlowRL has), to see which settings a resume keeps."""
+
+    def __init__(self, obs_dim, act_dim, device=None, amp_dtype=None, lr=1e-3, betas=(0.9, 0.999)):
+        self.net = torch.nn.Linear(obs_dim, act_dim)
+        self.other = torch.nn.Linear(obs_dim, 1)
+        self.net_optimizer = torch.optim.Adam(self.net.parameters(), lr=lr, betas=betas)
+        self.other_optimizer = torch.optim.Adam(self.other.parameters(), lr=lr / 2, betas=betas)
+        self.num_updates = 0
+
+    def act(self, obs, deterministic=False):
+        with torch.no_grad():
+            return torch.tanh(self.net(torch.as_tensor(obs, dtype=torch.float32))).numpy()
+
+    def update(self, batch):
+        for optimizer, out in ((self.net_optimizer, self.net(batch.obs)), (self.other_optimizer, self.other(batch.obs))):
+            optimizer.zero_grad()
+            out.square().mean().backward()
+            optimizer.step()
+        self.num_updates += 1
+        return {"loss": 0.0}
+
+    def state_dict(self):
+        return {"net": self.net.state_dict(), "other": self.other.state_dict(), "num_updates": self.num_updates,
+                "opt": self.net_optimizer.state_dict(), "opt2": self.other_optimizer.state_dict()}
+
+    def load_state_dict(self, state):
+        self.net.load_state_dict(state["net"])
+        self.other.load_state_dict(state["other"])
+        self.net_optimizer.load_state_dict(state["opt"])
+        self.other_optimizer.load_state_dict(state["opt2"])
+        self.num_updates = state["num_updates"]
+
+    def compile(self):
+        pass
+
+
+def adam_trainer(run_dir, **agent_kwargs) -> Trainer:
+    run = Run(run_dir, total_steps=20)
+    run.trainer.agent = AdamAgent(4, 2, **agent_kwargs)
+    return run.trainer
+
+
+def test_a_resume_takes_learning_rate_and_betas_from_its_config_and_adam_moments_from_the_checkpoint(tmp_path):
+    first = adam_trainer(tmp_path / "a")
+    first.train()
+    path = list_checkpoints(tmp_path / "a")[-1]
+    saved = load_checkpoint(path)["agent"]["opt"]
+    second = adam_trainer(tmp_path / "b", lr=5e-4, betas=(0.5, 0.9))
+    second.load(path)
+    for optimizer, lr in ((second.agent.net_optimizer, 5e-4), (second.agent.other_optimizer, 2.5e-4)):
+        group = optimizer.param_groups[0]
+        assert group["lr"] == lr and group["betas"] == (0.5, 0.9)  # the new config's, not the checkpoint's 1e-3
+        assert len(group["params"]) == 2
+    state = second.agent.net_optimizer.state[second.agent.net.weight]
+    assert state["exp_avg"].equal(saved["state"][0]["exp_avg"]) and int(state["step"]) == 12
+
+
+def test_each_segment_seeds_its_envs_with_seed_plus_10007_per_segment(tmp_path):
+    run = Run(tmp_path, seed=11, checkpoint_every=10, total_steps=30)
+    run.trainer.train()
+    assert [e.seed for e in run.training_envs] == [11, 11 + 10_007, 11 + 2 * 10_007]
+
+
+def test_each_log_line_holds_the_means_of_its_window_only(tmp_path):
+    run = Run(tmp_path, log_every=8, total_steps=24, warmup_steps=8)
+    run.trainer.train()
+    losses = [float(b["reward"].mean()) for b in run.log["batches"]]  # the stub's critic/loss, update by update
+    lines = [r for r in read_metrics(tmp_path) if "critic/loss" in r]
+    # one update per env step after warm-up: env steps 9-16 log at 16, 17-24 at 24 (8 updates each)
+    assert [r["step"] for r in lines] == [16, 24]
+    assert lines[0]["critic/loss"] == pytest.approx(np.mean(losses[:8]))
+    assert lines[1]["critic/loss"] == pytest.approx(np.mean(losses[8:]))
+    episodes = [r for r in read_metrics(tmp_path) if "train/episode_return" in r]
+    assert episodes and all(r["step"] in (8, 16, 24) for r in episodes)
+    assert run.trainer.window == {} or all(v for v in run.trainer.window.values())
