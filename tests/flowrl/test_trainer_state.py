@@ -168,3 +168,33 @@ def test_each_log_line_holds_the_means_of_its_window_only(tmp_path):
     episodes = [r for r in read_metrics(tmp_path) if "train/episode_return" in r]
     assert episodes and all(r["step"] in (8, 16, 24) for r in episodes)
     assert run.trainer.window == {} or all(v for v in run.trainer.window.values())
+
+
+def test_a_checkpoint_holds_the_shapes_and_the_operative_config(tmp_path):
+    import gin
+
+    run, state = finished(tmp_path)
+    assert state["shapes"] == {"obs_dim": 4, "act_dim": 2, "num_envs": N}
+    assert state["config"] == gin.operative_config_str() and state["format"] == 1
+    assert set(state) == {"format", "env_steps", "segment", "update_debt", "window", "agent", "buffer", "rng",
+                          "shapes", "config"}
+
+
+def test_training_a_finished_run_again_steps_nothing_and_a_stopped_one_returns_no_evaluation(tmp_path):
+    run, _ = finished(tmp_path)
+    again = Run(tmp_path / "again", total_steps=20)
+    again.trainer.load(list_checkpoints(tmp_path / "done")[-1])
+    assert again.trainer.train() == {}
+    assert again.trainer.env_steps == 20 and not again.training_envs and again.log["batches"] == []
+    stopped = Run(tmp_path / "stopped", sigterm_after=3, total_steps=20)
+    assert stopped.trainer.train() == {}  # stopped before any evaluation
+
+
+def test_a_resumed_run_appends_to_its_metrics_and_holds_each_step_once(tmp_path):
+    first = Run(tmp_path, log_every=4, total_steps=12, checkpoint_every=12)
+    first.trainer.train()
+    second = Run(tmp_path, log_every=4, total_steps=24, checkpoint_every=12)
+    second.trainer.load(list_checkpoints(tmp_path)[-1])
+    second.trainer.train()
+    steps = [r["step"] for r in read_metrics(tmp_path) if "critic/loss" in r]
+    assert steps == [12, 16, 20, 24]  # the first run's line at 12 is kept, nothing before it is repeated
