@@ -198,3 +198,75 @@ def test_a_resumed_run_appends_to_its_metrics_and_holds_each_step_once(tmp_path)
     second.trainer.train()
     steps = [r["step"] for r in read_metrics(tmp_path) if "critic/loss" in r]
     assert steps == [12, 16, 20, 24]  # the first run's line at 12 is kept, nothing before it is repeated
+
+
+def test_episode_returns_and_lengths_are_the_scripted_episodes(tmp_path, monkeypatch):
+    """Each episode that ends inside a segment is logged once with its true return and length; an episode cut by a
+    checkpoint is not, and the next segment counts from zero."""
+    run = Run(tmp_path, checkpoint_every=10, total_steps=30)
+    seen: list[tuple[float, float]] = []
+    accumulate = run.trainer._accumulate
+
+    def record(metrics):
+        if "train/episode_return" in metrics or "train/episode_length" in metrics:
+            seen.append((metrics["train/episode_return"], metrics["train/episode_length"]))
+        accumulate(metrics)
+
+    monkeypatch.setattr(run.trainer, "_accumulate", record)
+    run.trainer.train()
+    expected = []
+    for env in run.training_envs:
+        for transitions in env.transitions:
+            total, length = 0.0, 0
+            for t in transitions:
+                total, length = total + float(t[6]), length + 1
+                if t[-2] or t[-1]:  # terminated or truncated
+                    expected.append((total, float(length)))
+                    total, length = 0.0, 0
+    assert len(expected) >= 6 and sorted(seen) == sorted(expected)
+
+
+def test_warmup_actions_are_uniform_on_the_box(tmp_path):
+    run = Run(tmp_path, warmup_steps=400, total_steps=400)
+    run.trainer.train()
+    actions = run.trainer.buffer.action[: 400 // N].reshape(-1, 2).numpy()
+    assert actions.min() >= -1 and actions.max() <= 1
+    assert abs(actions.mean()) < 0.1 and actions.min() < -0.95 and actions.max() > 0.95
+    assert np.mean(actions < 0) == pytest.approx(0.5, abs=0.08)
+
+
+class RecordingProgress:
+    """Stands in for the live display: records what the loop tells it."""
+
+    made: list["RecordingProgress"] = []
+
+    def __init__(self, total_steps, start_step=0, live=True):
+        self.args, self.ticks, self.updates, self.last_eval = (total_steps, start_step, live), [], [], None
+        RecordingProgress.made.append(self)
+
+    def tick(self, step, updates, force=False):
+        self.ticks.append((step, updates))
+
+    def update(self, step, updates):
+        self.updates.append((step, updates, self.last_eval))
+
+    def close(self):
+        pass
+
+
+def test_the_display_is_told_the_steps_the_updates_so_far_and_the_last_evaluation(tmp_path, monkeypatch):
+    monkeypatch.setattr("flowrl.trainer.Progress", RecordingProgress)
+    RecordingProgress.made = []
+    first = Run(tmp_path, total_steps=12, checkpoint_every=12, log_every=4, eval_every=8)
+    first.trainer.train()
+    second = Run(tmp_path, total_steps=20, checkpoint_every=12, log_every=4, eval_every=8)
+    second.trainer.load(list_checkpoints(tmp_path)[-1])
+    second.trainer.train()
+    one, two = RecordingProgress.made
+    assert one.args == (12, 0, False) and two.args == (20, 12, False)
+    # one tick per vector step (2 env steps); updates counted from this train() call, one per env step after 8
+    assert one.ticks == [(2, 0), (4, 0), (6, 0), (8, 0), (10, 2), (12, 4)]
+    assert two.ticks == [(14, 2), (16, 4), (18, 6), (20, 8)]
+    evals = [r["eval/return_mean"] for r in read_metrics(tmp_path) if "eval/return_mean" in r]
+    assert [u[:2] for u in one.updates] == [(4, 0), (8, 0), (8, 0), (12, 4), (12, 4)]
+    assert one.updates[-1][2] == evals[1] and two.updates[-1][2] == evals[-1]
