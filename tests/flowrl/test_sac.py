@@ -52,7 +52,7 @@ class FixedPolicy(nn.Module):
 def hand_agent() -> SACAgent:
     # online: Q_0 = 3a, Q_1 = 1; target: Q_0 = s + 2a, Q_1 = s - a + 1; alpha = 0.5; gamma = 0.9.
     agent = SACAgent(
-        1, 1, policy=lambda o, a: FixedPolicy([0.5, -0.5, 0.25], [-1.0, 0.5, 2.0]),
+        1, 1, policy=lambda o, a: FixedPolicy([0.5, -0.5, 0.25], [-1.0, 0.5, 4.0]),
         critic=lambda o, a: LinearQ([[0.0, 3.0], [0.0, 0.0]], [0.0, 1.0]),
         temperature=functools.partial(Temperature, initial_alpha=0.5), discount=0.9,
     )  # fmt: skip
@@ -71,24 +71,27 @@ HAND_BATCH = Batch(  # rows: ordinary, terminated, truncated
 
 
 def test_critic_loss_by_hand():
-    # a' = (0.5, -0.5, 0.25), log pi(a'|s') = (-1, 0.5, 2) at s' = (1, 2, 3):
-    # target Q_0 = (2, 1, 3.5), Q_1 = (1.5, 3.5, 3.75); min = (1.5, 1, 3.5); minus 0.5 log pi -> (2, 0.75, 2.5)
-    # y = r + 0.9 (1 - terminated) (...) = (1 + 1.8, 2 + 0, -1 + 2.25) = (2.8, 2, 1.25)  (truncated bootstraps)
+    # a' = (0.5, -0.5, 0.25), log pi(a'|s') = (-1, 0.5, 4) at s' = (1, 2, 3):
+    # target Q_0 = (2, 1, 3.5), Q_1 = (1.5, 3.5, 3.75); min = (1.5, 1, 3.5); minus 0.5 log pi -> (2, 0.75, 1.5)
+    # y = r + 0.9 (1 - terminated) (...) = (1 + 1.8, 2 + 0, -1 + 1.35) = (2.8, 2, 0.35)  (truncated bootstraps)
     # online Q_0(s, a) = 3a = (0.6, -1.2, 3), Q_1 = 1: loss = mean((Q_0 - y)^2) + mean((Q_1 - y)^2)
-    y = torch.tensor([2.8, 2.0, 1.25])
+    y = torch.tensor([2.8, 2.0, 0.35])
     expected = (torch.tensor([0.6, -1.2, 3.0]) - y).square().mean() + (1.0 - y).square().mean()
     loss, info = hand_agent().critic_loss(HAND_BATCH)
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
     assert info["target"].item() == pytest.approx(y.mean().item(), rel=1e-6)
+    assert info["q"].item() == pytest.approx(0.9, rel=1e-6)  # mean of Q_0 = (0.6, -1.2, 3) and Q_1 = 1
+    assert info["loss"].item() == loss.item() and not info["loss"].requires_grad
 
 
 def test_actor_loss_by_hand():
     # a = (0.5, -0.5, 0.25) at s = (0, 1, -1): online Q_0 = 3a = (1.5, -1.5, 0.75), Q_1 = 1 -> min (1, -1.5, 0.75)
-    # alpha log pi = 0.5 (-1, 0.5, 2) = (-0.5, 0.25, 1); loss = mean(alpha log pi - min Q) = mean(-1.5, 1.75, 0.25)
+    # alpha log pi = 0.5 (-1, 0.5, 4) = (-0.5, 0.25, 2); loss = mean(alpha log pi - min Q) = mean(-1.5, 1.75, 1.25)
+    # (log pi = (-1, 0.5, 2) would make alpha / log pi sum to the same; 4 tells the product from the quotient)
     loss, info, log_prob = hand_agent().actor_loss(HAND_BATCH)
-    assert loss.item() == pytest.approx(0.5 / 3, rel=1e-6)
+    assert loss.item() == pytest.approx(0.5, rel=1e-6)
     assert info["q"].item() == pytest.approx(0.25 / 3, rel=1e-6)
-    assert log_prob.flatten().tolist() == [-1.0, 0.5, 2.0] and not log_prob.requires_grad
+    assert log_prob.flatten().tolist() == [-1.0, 0.5, 4.0] and not log_prob.requires_grad
 
 
 # ------------------------------------------------------------------------------------------------- real networks
@@ -126,8 +129,8 @@ def test_every_update_trains_everything_and_moves_the_target_by_polyak(batch):
         targets, online = agent.critic_target.parameters(), agent.critic.parameters()
         for old, new, o in zip(before["critic_target"], targets, online):
             torch.testing.assert_close(new, 0.9 * old + 0.1 * o)
-    assert {"critic/loss", "critic/target", "actor/loss", "actor/q", "alpha/loss", "alpha/alpha",
-            "alpha/entropy"} <= set(info)
+    assert set(info) == {"critic/loss", "critic/q", "critic/target", "actor/loss", "actor/q", "alpha/loss",
+                         "alpha/alpha", "alpha/entropy"}
     assert all(isinstance(v, float) for v in info.values()) and agent.num_updates == 2
 
 

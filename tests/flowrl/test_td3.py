@@ -46,10 +46,10 @@ def constant_policy(unit_action: float) -> DeterministicPolicy:
     return policy
 
 
-def hand_agent() -> TD3Agent:
+def hand_agent(**kwargs) -> TD3Agent:
     # online: pi = 0.5, Q_0 = 3a, Q_1 = 1; target: pi = 0.6, Q_0 = s + 2a, Q_1 = s - a + 1; gamma = 0.9.
     agent = TD3Agent(1, 1, policy=lambda o, a: constant_policy(0.5),
-                     critic=lambda o, a: LinearQ([[0.0, 3.0], [0.0, 0.0]], [0.0, 1.0]), discount=0.9)
+                     critic=lambda o, a: LinearQ([[0.0, 3.0], [0.0, 0.0]], [0.0, 1.0]), discount=0.9, **kwargs)
     agent.policy_target.load_state_dict(constant_policy(0.6).state_dict())
     agent.critic_target.load_state_dict(LinearQ([[1.0, 2.0], [1.0, -1.0]], [0.0, 1.0]).state_dict())
     return agent
@@ -77,6 +77,33 @@ def test_critic_loss_by_hand(monkeypatch):
     loss, info = hand_agent().critic_loss(HAND_BATCH)
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
     assert info["target"].item() == pytest.approx(y.mean().item(), rel=1e-6)
+
+
+def test_critic_loss_by_hand_with_its_own_smoothing_noise(monkeypatch):
+    # target_noise 0.1, target_noise_clip 0.25 (not the defaults 0.2 and 0.5, which the test above uses), eps as above
+    # but -1 in the truncated row: 0.1 eps = (0.3, -0.05, -0.1), clipped to (0.25, -0.05, -0.1) (the default clip
+    # would keep 0.3; the default std would give -0.2 in row 2). a' = 0.6 + noise = (0.85, 0.55, 0.5) at s' = (1, 2, 3):
+    # target Q_0 = s + 2a = (2.7, 3.1, 4), Q_1 = s - a + 1 = (1.15, 2.45, 3.5); min = Q_1
+    # y = r + 0.9 (1 - terminated) min = (1 + 1.035, 2, -1 + 3.15) = (2.035, 2, 2.15)
+    monkeypatch.setattr(torch, "randn_like", lambda x: torch.tensor([[3.0], [-0.5], [-1.0]]))
+    agent = hand_agent(target_noise=0.1, target_noise_clip=0.25)
+    y = torch.tensor([2.035, 2.0, 2.15])
+    q = torch.tensor([[0.6, -1.2, 3.0], [1.0, 1.0, 1.0]])  # online Q_0 = 3a, Q_1 = 1
+    loss, info = agent.critic_loss(HAND_BATCH)
+    assert loss.item() == pytest.approx((q - y).square().mean(1).sum().item(), rel=1e-6)
+    assert info["target"].item() == pytest.approx(y.mean().item(), rel=1e-6)
+    assert info["q"].item() == pytest.approx(q.mean().item(), rel=1e-6)
+    assert info["loss"].item() == loss.item() and not info["loss"].requires_grad
+
+
+def test_act_adds_exploration_noise_of_its_own_std_by_hand(monkeypatch):
+    # pi = 0.5 everywhere; exploration_noise 0.3 (not the default 0.1), eps = (1, -2, 2):
+    # a = clamp(0.5 + 0.3 eps, -1, 1) = (0.8, -0.1, 1.1 -> 1); deterministic: 0.5, no noise.
+    monkeypatch.setattr(torch, "randn_like", lambda x: torch.tensor([[1.0], [-2.0], [2.0]]))
+    agent = hand_agent(exploration_noise=0.3)
+    obs = np.array([[0.0], [1.0], [-1.0]])  # float64
+    np.testing.assert_allclose(agent.act(obs), [[0.8], [-0.1], [1.0]], rtol=1e-6)
+    np.testing.assert_allclose(agent.act(obs, deterministic=True), [[0.5]] * 3, rtol=1e-6)
 
 
 def test_actor_loss_by_hand():
@@ -121,12 +148,12 @@ def test_policy_delay_critic_every_update_actor_and_targets_every_second(batch):
             assert changed(before, agent) == {"critic"} and not any(k.startswith("actor/") for k in info)
         else:  # updates 2, 4 (the authors' counter): actor, then both targets by Polyak
             assert changed(before, agent) == {"critic", "policy", "critic_target", "policy_target"}
-            assert {"actor/loss", "actor/q"} <= set(info)
+            assert {"actor/loss", "actor/q"} < set(info)
             for online, target in (("critic", "critic_target"), ("policy", "policy_target")):
                 new = agent.modules()[target].parameters()
                 for old, p, o in zip(before[target], new, agent.modules()[online].parameters()):
                     torch.testing.assert_close(p, 0.9 * old + 0.1 * o)
-        assert {"critic/loss", "critic/q", "critic/target"} <= set(info)
+        assert set(info) - {"actor/loss", "actor/q"} == {"critic/loss", "critic/q", "critic/target"}
 
 
 def test_policy_delay_one_trains_the_actor_every_update(batch):
