@@ -54,10 +54,11 @@ class ActorCritic:
         raise NotImplementedError
 
     # ------------------------------------------------------------------------------------------------ shared
-    def value_step(self, batch: Batch) -> Info:
+    def critic_step(self, batch: Batch) -> Info:
         """One optimiser step of the critic: ``self.critic_loss(batch)`` through ``self.critic_optimizer``.
 
-        The single-critic agents (SAC, TD3) share it; FlowRL's value step trains three networks and has its own.
+        The single-critic agents (SAC, TD3) share it; FlowRL trains ``Q``, ``Q_beta`` and ``V`` together in its own
+        ``value_step``.
         """
         loss, info = self.critic_loss(batch)
         self.critic_optimizer.zero_grad(set_to_none=True)

@@ -10,7 +10,6 @@ import copy
 from typing import Callable
 
 import gin
-import numpy as np
 import torch
 from torch import nn
 
@@ -18,16 +17,11 @@ from components.buffers import Batch
 from components.critics import QEnsemble, ValueNetwork, expectile_loss, min_aggregate, polyak_update
 from components.policy import FlowPolicy
 from components.regularizers import RegularizerInputs, W2Regularizer
-
-Info = dict[str, torch.Tensor]
-
-
-def _prefixed(prefix: str, info: Info) -> Info:
-    return {f"{prefix}/{k}": v for k, v in info.items()}
+from flowrl.agents.base import ActorCritic, Info, adam, prefixed
 
 
 @gin.configurable
-class FlowRLAgent:
+class FlowRLAgent(ActorCritic):
     """The FlowRL agent: policy ``pi``, critic ``Q`` (+ target), behaviour critic ``Q_beta`` (+ target), value ``V``.
 
     Each update trains ``Q``, ``Q_beta`` and ``V``; the 1st, ``policy_delay + 1``-th, ... update (as the reference:
@@ -91,8 +85,8 @@ class FlowRLAgent:
         # Q, Q_beta and V never read each other's online weights within a step, so one optimiser over their summed
         # losses equals the reference's three sequential Adam steps.
         value_params = [*self.critic.parameters(), *self.behaviour_critic.parameters(), *self.value.parameters()]
-        self.value_optimizer = torch.optim.Adam(value_params, lr=lr, **_fast_adam(self.device))
-        self.policy_optimizer = torch.optim.Adam(self.policy.parameters(), lr=lr, **_fast_adam(self.device))
+        self.value_optimizer = adam(value_params, lr, self.device)
+        self.policy_optimizer = adam(self.policy.parameters(), lr, self.device)
         self.num_updates = 0
 
     # ----------------------------------------------------------------------------------------------------- losses
@@ -143,29 +137,17 @@ class FlowRLAgent:
                                    value=seen.value)
         reg_loss, reg_info = self.regularizer(self.policy, inputs)
         loss = -q_pi.mean() + reg_loss
-        return loss, {"loss": loss.detach(), "q": q_pi.detach().mean(), **_prefixed("reg", reg_info)}
+        return loss, {"loss": loss.detach(), "q": q_pi.detach().mean(), **prefixed("reg", reg_info)}
 
     # ----------------------------------------------------------------------------------------------------- update
-    def update(self, batch: Batch) -> dict[str, float]:
-        """One gradient update on ``batch``; returns plain floats keyed ``critic/``, ``value/``, ``actor/``, ``reg/``."""
-        info = self._update(batch)
-        keys = list(info)
-        values = torch.stack([info[k].float() for k in keys]).tolist()  # one device sync for all metrics
-        return dict(zip(keys, values))
-
-    def autocast(self) -> torch.autocast:
-        """The precision context of every update: ``amp_dtype`` autocast, or a disabled one (float32)."""
-        dtype = self.amp_dtype or torch.float32
-        return torch.autocast(self.device.type, dtype=dtype, enabled=self.amp_dtype is not None)
-
     def _update(self, batch: Batch) -> Info:
-        with self.autocast():
-            policy_due = self.num_updates % self.policy_delay == 0  # updates 1, 1 + delay, ... as the reference
-            self.num_updates += 1
-            info, seen = self.value_step(batch)
-            if policy_due:
-                info.update(self.policy_step(batch, seen))
-            return info
+        """Keys ``critic/``, ``behaviour/``, ``value/`` every update; ``actor/``, ``reg/`` on the policy's updates."""
+        policy_due = self.num_updates % self.policy_delay == 0  # updates 1, 1 + delay, ... as the reference
+        self.num_updates += 1
+        info, seen = self.value_step(batch)
+        if policy_due:
+            info.update(self.policy_step(batch, seen))
+        return info
 
     def value_step(self, batch: Batch) -> tuple[Info, RegularizerInputs]:
         """One optimiser step of ``Q``, ``Q_beta`` and ``V`` on their summed losses.
@@ -181,7 +163,7 @@ class FlowRLAgent:
         self.value_optimizer.zero_grad(set_to_none=True)
         (q_loss + b_loss + v_loss).backward()
         self.value_optimizer.step()
-        info = {**_prefixed("critic", q_info), **_prefixed("behaviour", b_info), **_prefixed("value", v_info)}
+        info = {**prefixed("critic", q_info), **prefixed("behaviour", b_info), **prefixed("value", v_info)}
         return info, self.regularizer_inputs(batch, q_beta.detach(), v.detach())
 
     def regularizer_inputs(self, batch: Batch, q_beta: torch.Tensor | None = None,
@@ -214,12 +196,6 @@ class FlowRLAgent:
         return {k if k.startswith("reg/") else f"actor/{k}": v for k, v in pi_info.items()}
 
     # ------------------------------------------------------------------------------------------------------ acting
-    def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
-        """Actions ``(N, act_dim)`` in [-1, 1] for observations ``(N, obs_dim)``."""
-        with torch.inference_mode():
-            obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
-            return self.policy.act(obs_t, deterministic=deterministic).cpu().numpy()
-
     def compile(self) -> None:
         """``torch.compile`` every network's forward (the velocity net, the critics and their targets, the value)."""
         for module in (self.policy.velocity, self.critic, self.critic_target, self.behaviour_critic,
@@ -233,24 +209,11 @@ class FlowRLAgent:
             "behaviour_critic": self.behaviour_critic, "behaviour_target": self.behaviour_target, "value": self.value,
         }  # fmt: skip
 
-    def state_dict(self) -> dict:
-        """Networks, optimisers and the update counter."""
-        return {
-            "networks": {k: m.state_dict() for k, m in self.modules().items()},
-            "value_optimizer": self.value_optimizer.state_dict(),
-            "policy_optimizer": self.policy_optimizer.state_dict(),
-            "num_updates": self.num_updates,
-        }
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"value": self.value_optimizer, "policy": self.policy_optimizer}
 
     def load_state_dict(self, state: dict) -> None:
-        for k, m in self.modules().items():
-            m.load_state_dict(state["networks"][k])
-        # Optimizer.load_state_dict keeps the given tensors: copy them so two live agents never share Adam moments.
-        self.value_optimizer.load_state_dict(copy.deepcopy(state["value_optimizer"]))
-        self.policy_optimizer.load_state_dict(copy.deepcopy(state["policy_optimizer"]))
-        self.num_updates = int(state["num_updates"])
-
-
-def _fast_adam(device: torch.device) -> dict:
-    # Fused Adam is one kernel per parameter group, on CUDA and (since torch 2.4) on CPU.
-    return {"fused": True} if device.type in ("cuda", "cpu") else {"foreach": True}
+        if "value_optimizer" in state:  # written before FlowRLAgent shared ActorCritic's checkpoint layout
+            optimizers = {"value": state["value_optimizer"], "policy": state["policy_optimizer"]}
+            state = {"networks": state["networks"], "optimizers": optimizers, "num_updates": state["num_updates"]}
+        super().load_state_dict(state)

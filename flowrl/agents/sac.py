@@ -100,7 +100,7 @@ class SACAgent(ActorCritic):
     # ----------------------------------------------------------------------------------------------------- update
     def _update(self, batch: Batch) -> Info:
         self.num_updates += 1
-        info = self.value_step(batch)
+        info = self.critic_step(batch)
         info.update(self.policy_step(batch))
         return info
 

@@ -102,7 +102,7 @@ class TD3Agent(ActorCritic):
     # ----------------------------------------------------------------------------------------------------- update
     def _update(self, batch: Batch) -> Info:
         self.num_updates += 1
-        info = self.value_step(batch)
+        info = self.critic_step(batch)
         if self.num_updates % self.policy_delay == 0:
             info.update(self.policy_step(batch))
         return info

@@ -18,7 +18,8 @@ import torch
 from components import FlowPolicy, KLRegularizer, MLPVelocity, NoRegularizer, QEnsemble, ValueNetwork, W2Regularizer
 from components.buffers import Batch
 from components.critics import min_aggregate
-from flowrl.agents.flowrl import FlowRLAgent, _fast_adam
+from flowrl.agents.base import adam
+from flowrl.agents.flowrl import FlowRLAgent
 
 OBS, ACT, HIDDEN, B = 3, 2, 8, 6
 GAMMA, LR = 0.8, 1e-2
@@ -416,8 +417,29 @@ def test_checkpoint_names_every_network_as_its_attribute():
     agent = make_agent()
     assert set(agent.modules()) == set(NETS) and all(agent.modules()[n] is getattr(agent, n) for n in NETS)
     state = agent.state_dict()
-    assert set(state) == {"networks", "value_optimizer", "policy_optimizer", "num_updates"}
+    assert set(state) == {"networks", "optimizers", "num_updates"}  # ActorCritic's layout, as SAC and TD3
     assert set(state["networks"]) == set(NETS)
+    assert agent.optimizers() == {"value": agent.value_optimizer, "policy": agent.policy_optimizer}
+
+
+def test_a_checkpoint_in_the_layout_before_actor_critic_loads_and_continues_identically():
+    """Checkpoints written before FlowRLAgent shared ActorCritic's layout held ``value_optimizer`` and
+    ``policy_optimizer`` at the top level."""
+    batch = make_batch()
+    a = make_agent()
+    a.update(batch)
+    a.update(batch)
+    state = a.state_dict()
+    old = {"networks": state["networks"], "value_optimizer": state["optimizers"]["value"],
+           "policy_optimizer": state["optimizers"]["policy"], "num_updates": state["num_updates"]}
+    b = make_agent(perturb=False)
+    b.load_state_dict(old)
+    assert b.num_updates == 2
+    assert b.value_optimizer.state_dict()["state"][0]["exp_avg"].equal(state["optimizers"]["value"]["state"][0]["exp_avg"])
+    torch.manual_seed(5)
+    ia = a.update(batch)
+    torch.manual_seed(5)
+    assert b.update(batch) == ia
 
 
 @pytest.mark.parametrize("amp_dtype", [None, torch.bfloat16, torch.float16])
@@ -460,4 +482,4 @@ def test_networks_live_on_the_given_device_and_adam_is_fused_where_it_can_be(fro
     assert meta.value_optimizer.defaults["foreach"] and meta.policy_optimizer.defaults["foreach"]
     cpu = make_agent(perturb=False)  # fused Adam: one kernel per parameter group on CPU and CUDA
     assert cpu.value_optimizer.defaults["fused"] and cpu.policy_optimizer.defaults["fused"]
-    assert _fast_adam(torch.device("cuda")) == {"fused": True}
+    assert adam([torch.nn.Parameter(torch.zeros(1))], 1e-3, torch.device("cuda")).defaults["fused"]
