@@ -304,35 +304,52 @@ def _plot(dirs: list[Path], png: Path) -> None:
 # ---------------------------------------------------------------------------------------------------------- cli
 def cmd_loop(args: argparse.Namespace, console: Console) -> dict:
     """Learning-phase env steps/s of the real runner (env stepping serial with updates) on DMC cheetah-run at the
-    paper's configuration, fp32 and bf16 autocast: the Trainer runs its warm-up, then K more steps are timed."""
-    from flowrl.config import parse
-    from flowrl.trainer import Trainer
-
+    paper's configuration, fp32 and bf16 autocast: the Trainer runs its warm-up, then K more steps are timed.
+    ``--agent OVERLAY`` times other agents beside FlowRL at the same settings, interleaved round by round."""
     warmup, steps = (200, 60) if args.quick else (1000, 600)
     base = ["Trainer.eval_every = 0", "Trainer.checkpoint_every = 0", "Trainer.log_every = 0",
             "Trainer.display = False", "Trainer.eval_episodes = 1", "ReplayBuffer.capacity = 100000",
             f"Trainer.warmup_steps = {warmup}", f"Trainer.total_steps = {warmup}"]  # fmt: skip
     if args.quick:
-        base += ["MLPVelocity.hidden = 32", "QEnsemble.hidden = 32", "ValueNetwork.hidden = 32"]
-    rows, results = [], {}
-    variants = [("fp32", []), ("bf16 autocast", ["Trainer.bf16_autocast = True"])]
+        base += ["MLPVelocity.hidden = 32", "QEnsemble.hidden = 32", "ValueNetwork.hidden = 32",
+                 "GaussianPolicy.hidden = 32", "DeterministicPolicy.hidden = 32"]  # fmt: skip
+    variants = [("fp32", ["Trainer.bf16_autocast = False"]), ("bf16 autocast", ["Trainer.bf16_autocast = True"])]
     if args.compile if args.compile is not None else not args.quick:
         variants += [("bf16 autocast, compiled", ["Trainer.bf16_autocast = True", "Trainer.compile = True"])]
-    for name, extra in variants:
-        parse(["gin/flowrl_cheetah_run.gin"], base + extra)
-        with tempfile.TemporaryDirectory() as tmp:
-            trainer = Trainer(run_dir=Path(tmp), device="cpu", num_threads=torch.get_num_threads())
-            trainer.total_steps = warmup + 20
-            trainer.train()  # warm-up (random actions) and 20 updates, which also compile where asked
-            trainer.total_steps += steps
-            start = time.perf_counter()
-            trainer.train()  # includes one 1-episode evaluation at the end (about 1% of the time)
-            rate = steps / (time.perf_counter() - start)
-        results[name] = {"env_steps_per_s": rate, "timed_steps": steps}
-        rows.append([name, rate, steps])
-    console.print(table("learning-phase env steps/s, cheetah-run, paper config (hidden 512, batch 256)",
-                        ["precision", "env steps/s", "timed steps"], rows))
+    agents = [("flowrl", [])] + [(Path(a).stem, [str(a)]) for a in args.agent]
+    rates: dict[tuple[str, str], list[float]] = {}
+    for _ in range(args.rounds):
+        for name, extra in variants:
+            for agent, overlay in agents:
+                files = ["gin/flowrl_cheetah_run.gin", *overlay, *args.gin]
+                rates.setdefault((agent, name), []).append(_loop_rate(files, base + extra, warmup, steps))
+    rows, results = [], {}
+    for (agent, name), r in rates.items():
+        rate = float(np.median(r))
+        key = name if len(agents) == 1 else f"{agent}: {name}"
+        results[key] = {"env_steps_per_s": rate, "timed_steps": steps, "rounds": r}
+        ratio = rate / float(np.median(rates[("flowrl", name)]))
+        rows.append([agent, name, rate, ratio, steps])
+    overlays = ", ".join(args.gin) or "paper config (hidden 512, batch 256)"
+    console.print(table(f"learning-phase env steps/s, cheetah-run, {overlays}, median of {args.rounds} round(s)",
+                        ["agent", "precision", "env steps/s", "vs flowrl", "timed steps"], rows))
     return {"loop": results}
+
+
+def _loop_rate(files: list[str], bindings: list[str], warmup: int, steps: int) -> float:
+    """Env steps/s of ``steps`` learning-phase steps of a Trainer built from ``files`` + ``bindings``."""
+    from flowrl.config import parse
+    from flowrl.trainer import Trainer
+
+    parse(files, bindings)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(run_dir=Path(tmp), device="cpu", num_threads=torch.get_num_threads())
+        trainer.total_steps = warmup + 20
+        trainer.train()  # warm-up (random actions) and 20 updates, which also compile where asked
+        trainer.total_steps += steps
+        start = time.perf_counter()
+        trainer.train()  # includes one 1-episode evaluation at the end (about 1% of the time)
+        return steps / (time.perf_counter() - start)
 
 
 # ---------------------------------------------------------------------------------------------------- reference
@@ -371,6 +388,12 @@ def build_parser() -> OneLineParser:
         sub.choices[name].add_argument(
             "--compile", action=argparse.BooleanOptionalAction,
             help="time the torch.compile variants (default: yes, but no with --quick: compiling takes about 40 s)")
+    loop = sub.choices["loop"]
+    loop.add_argument("--agent", action="append", default=[], metavar="OVERLAY",
+                      help="agent overlay timed beside FlowRL, repeatable (e.g. gin/agents/sac.gin)")
+    loop.add_argument("--gin", action="append", default=[], metavar="FILE",
+                      help="overlay for every agent, repeatable (e.g. gin/bench/cpu_learning.gin)")
+    loop.add_argument("--rounds", type=int, default=1, help="interleaved timing rounds, median reported (default 1)")
     ref = sub.choices["reference"]
     ref.add_argument("--ref", type=Path, required=True, metavar="DIR", help="a checkout of bytedance/FlowRL")
     ref.add_argument("--settings", nargs="+", choices=["fp32", "bf16", "compiled"], default=["fp32", "bf16"],

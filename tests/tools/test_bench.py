@@ -86,6 +86,12 @@ def test_loop_times_the_real_runner_after_warmup(tmp_path):
     assert all(v["env_steps_per_s"] > 0 and v["timed_steps"] == 60 for v in r["loop"].values())
 
 
+def test_loop_times_other_agents_beside_flowrl_at_the_same_settings(tmp_path):
+    r = bench("loop", "--agent", "gin/agents/td3.gin", tmp_path=tmp_path)
+    assert set(r["loop"]) == {f"{a}: {p}" for a in ("flowrl", "td3") for p in ("fp32", "bf16 autocast")}
+    assert all(len(v["rounds"]) == 1 and v["env_steps_per_s"] > 0 for v in r["loop"].values())
+
+
 def test_learn_runs_a_seed_and_summarises_it(tmp_path):
     r = bench("learn", "--out", str(tmp_path / "learn"), tmp_path=tmp_path)
     assert [c["step"] for c in r["curve"]] == [300, 600]
