@@ -16,7 +16,7 @@ from flowrl.checkpoint import list_checkpoints, load_checkpoint
 from flowrl.errors import UserError
 from flowrl.logger import read_metrics
 from flowrl.trainer import Trainer
-from test_trainer_wiring import N, Run
+from test_trainer_wiring import N, RecordingAgent, Run, ScriptedVecEnv
 
 
 def finished(tmp_path, **kwargs) -> tuple[Run, dict]:
@@ -203,7 +203,7 @@ def test_a_resumed_run_appends_to_its_metrics_and_holds_each_step_once(tmp_path)
 def test_episode_returns_and_lengths_are_the_scripted_episodes(tmp_path, monkeypatch):
     """Each episode that ends inside a segment is logged once with its true return and length; an episode cut by a
     checkpoint is not, and the next segment counts from zero."""
-    run = Run(tmp_path, checkpoint_every=10, total_steps=30)
+    run = Run(tmp_path, checkpoint_every=20, total_steps=40)  # 10 vector steps a segment: episodes after autoresets
     seen: list[tuple[float, float]] = []
     accumulate = run.trainer._accumulate
 
@@ -223,7 +223,8 @@ def test_episode_returns_and_lengths_are_the_scripted_episodes(tmp_path, monkeyp
                 if t[-2] or t[-1]:  # terminated or truncated
                     expected.append((total, float(length)))
                     total, length = 0.0, 0
-    assert len(expected) >= 6 and sorted(seen) == sorted(expected)
+    assert len(expected) >= 8 and sorted(seen) == sorted(expected)
+    assert {(54.0, 4.0), (45.0, 2.0)} <= set(expected)  # env 0: episodes 1 and 2, each after an autoreset
 
 
 def test_warmup_actions_are_uniform_on_the_box(tmp_path):
@@ -270,3 +271,115 @@ def test_the_display_is_told_the_steps_the_updates_so_far_and_the_last_evaluatio
     evals = [r["eval/return_mean"] for r in read_metrics(tmp_path) if "eval/return_mean" in r]
     assert [u[:2] for u in one.updates] == [(4, 0), (8, 0), (8, 0), (12, 4), (12, 4)]
     assert one.updates[-1][2] == evals[1] and two.updates[-1][2] == evals[-1]
+
+
+def test_trainer_defaults_are_the_papers_and_the_documented_ones():
+    import inspect
+
+    defaults = {k: p.default for k, p in inspect.signature(Trainer.__init__).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    assert defaults == {
+        "seed": 0, "device": "auto", "agent": defaults["agent"], "buffer": ReplayBuffer, "env_fn": defaults["env_fn"],
+        "total_steps": 1_000_000, "warmup_steps": 5_000, "num_envs": 1, "updates_per_step": 1.0, "batch_size": 256,
+        "eval_every": 10_000, "eval_episodes": 5, "eval_deterministic": False, "checkpoint_every": 50_000,
+        "log_every": 1_000, "compile": False, "bf16_autocast": None, "display": True, "num_threads": 0,
+    }  # fmt: skip
+    assert defaults["agent"].__name__ == "FlowRLAgent" and defaults["env_fn"].__name__ == "make_env"
+
+
+@pytest.mark.parametrize("load, threads, note", [
+    ((3.0, 0.0, 0.0), 1, "cores shared (load 3.0 on 2 cores): torch uses 1 thread; bind Trainer.num_threads to choose"),
+    ((0.0, 9.0, 9.0), 2, ""),  # the last minute's load decides: idle now
+])  # fmt: skip
+def test_the_thread_note_names_the_load_the_cores_and_the_choice(tmp_path, monkeypatch, load, threads, note):
+    monkeypatch.setattr("os.getloadavg", lambda: load)
+    monkeypatch.setattr("flowrl.trainer._cpus", lambda: 2)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    chosen = []
+    monkeypatch.setattr(torch, "set_num_threads", chosen.append)
+    run = Run(tmp_path, num_threads=0)
+    assert run.trainer.thread_note == note and chosen == [threads]
+
+
+def test_the_agent_gets_the_device_and_the_precision_the_trainer_chose(tmp_path):
+    made = []
+
+    def agent(obs_dim, act_dim, **kwargs):
+        made.append((obs_dim, act_dim, kwargs))
+        return RecordingAgent(obs_dim, act_dim, **kwargs)
+
+    for bf16 in (None, False, True):
+        Trainer(tmp_path, agent=agent, env_fn=ScriptedVecEnv, num_envs=N, bf16_autocast=bf16, device="cpu",
+                buffer=functools.partial(ReplayBuffer, capacity=100), display=False, num_threads=1)
+    assert made == [(4, 2, {"device": torch.device("cpu"), "amp_dtype": d}) for d in (None, None, torch.bfloat16)]
+
+
+def test_the_seed_seeds_numpy_and_torch_globally(tmp_path):
+    Run(tmp_path, seed=9)
+    a, b = np.random.rand(), torch.rand(1)
+    np.random.seed(9)
+    torch.manual_seed(9)
+    assert a == np.random.rand() and torch.equal(b, torch.rand(1))
+
+
+def test_evaluation_envs_have_their_own_seeds_and_the_configured_policy(tmp_path):
+    run = Run(tmp_path, seed=3, eval_every=8, total_steps=16, eval_deterministic=True)
+    flags = []
+    act = run.trainer.agent.act
+    run.trainer.agent.act = lambda obs, deterministic=False: (flags.append((len(obs), deterministic)), act(obs))[1]
+    result = run.trainer.train()
+    assert [e.seed for e in run.envs if e.num_envs == 1] == [3 + 1_000_003 + 8, 3 + 1_000_003 + 16]
+    assert {d for n, d in flags if n == 1} == {True} and {d for n, d in flags if n == N} == {False}
+    last = [r for r in read_metrics(tmp_path) if "eval/return_mean" in r][-1]
+    assert result == {k[len("eval/"):]: v for k, v in last.items() if k.startswith("eval/")}
+
+
+def test_a_non_finite_metric_stops_with_its_name_value_step_and_the_checkpoint_folder(tmp_path):
+    from flowrl.errors import NonFiniteLossError
+
+    run = Run(tmp_path)
+    run.trainer.agent.update = lambda batch: {"critic/loss": 1.0, "actor/loss": float("nan")}
+    with pytest.raises(NonFiniteLossError) as err:
+        run.trainer.train()
+    assert str(err.value) == (
+        f"non-finite actor/loss = nan at env step 10; the last good checkpoint in {tmp_path / 'checkpoints'} is kept; "
+        f"fix: lower the learning rate or check the rewards"
+    )
+
+
+def test_cpus_counts_the_cores_this_process_may_use(monkeypatch):
+    import os
+
+    from flowrl import trainer
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3})  # pinned to one core of many
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    assert trainer._cpus() == 1
+    monkeypatch.delattr(os, "sched_getaffinity")
+    monkeypatch.setattr(os, "cpu_count", lambda: 7)
+    assert trainer._cpus() == 7
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert trainer._cpus() == 1
+
+
+def test_auto_device_is_cuda_where_there_is_one(monkeypatch):
+    from flowrl.trainer import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+
+
+def test_an_act_dim_mismatch_is_named_too(tmp_path):
+    _, state = finished(tmp_path)
+    with pytest.raises(UserError, match=r"for another task or env count: act_dim 3 \(now 2\);"):
+        Run(tmp_path / "other").trainer.load(tmp_path / "x.pt", state={**state, "shapes": {**state["shapes"],
+                                                                                         "act_dim": 3}})
+
+
+def test_log_every_one_logs_every_vector_step_and_the_last_segment_opens_no_env(tmp_path):
+    run = Run(tmp_path, log_every=1, total_steps=16, warmup_steps=8, checkpoint_every=8)
+    run.trainer.train()
+    assert [r["step"] for r in read_metrics(tmp_path) if "critic/loss" in r] == [10, 12, 14, 16]
+    assert all(e.steps > 0 for e in run.envs if e.num_envs == N)  # no env opened after the final checkpoint
