@@ -145,3 +145,38 @@ def test_dm_control_spec_order_is_dm_controls():
     keys, low, high = dm_control_spec("humanoid-run")
     assert keys[0] == "joint_angles" and "position" not in keys
     assert low.shape == (21,) and np.all(low == -1) and np.all(high == 1)
+
+
+def test_dm_control_fallback_defaults_and_per_env_seeds():
+    """One env, seed 0 and dm_control's 1,000-step limit by default; env i is seeded ``seed + i``."""
+    one = DMControlVecEnv("cheetah-run")
+    try:
+        assert one.num_envs == 1
+        first = one.reset()
+        two = DMControlVecEnv("cheetah-run", num_envs=2, seed=0)
+        again = DMControlVecEnv("cheetah-run", num_envs=2, seed=1)
+        both, shifted = two.reset(), again.reset()
+        np.testing.assert_array_equal(both[0], first[0])  # env 0 of seed 0 is the default env
+        np.testing.assert_array_equal(shifted[0], both[1])  # env 0 of seed 1 is env 1 of seed 0
+        assert not np.array_equal(both[0], both[1])
+        steps, step = 0, None
+        while step is None or not (step.truncated[0] or step.terminated[0]):
+            step = one.step(np.zeros((1, one.act_dim)))
+            steps += 1
+        assert steps == 1000 and step.truncated[0] and not step.terminated[0]
+    finally:
+        one.close()
+
+
+@pytest.mark.parametrize("backend", [DMControlVecEnv, EnvpoolDMC])
+def test_step_fields_have_the_contract_dtypes(backend):
+    if backend is EnvpoolDMC:
+        pytest.importorskip("envpool", reason="envpool is not installed")
+    env = backend("walker-run", num_envs=2, seed=0)
+    try:
+        env.reset()
+        step = env.step(np.zeros((2, env.act_dim)))
+        assert step.reward.dtype == np.float32 and step.obs.dtype == np.float32
+        assert step.terminated.dtype == bool and step.truncated.dtype == bool and step.valid.dtype == bool
+    finally:
+        env.close()
