@@ -273,18 +273,21 @@ def test_the_display_is_told_the_steps_the_updates_so_far_and_the_last_evaluatio
     assert one.updates[-1][2] == evals[1] and two.updates[-1][2] == evals[-1]
 
 
-def test_trainer_defaults_are_the_papers_and_the_documented_ones():
-    import inspect
-
-    defaults = {k: p.default for k, p in inspect.signature(Trainer.__init__).parameters.items()
-                if p.default is not inspect.Parameter.empty}
-    assert defaults == {
-        "seed": 0, "device": "auto", "agent": defaults["agent"], "buffer": ReplayBuffer, "env_fn": defaults["env_fn"],
-        "total_steps": 1_000_000, "warmup_steps": 5_000, "num_envs": 1, "updates_per_step": 1.0, "batch_size": 256,
-        "eval_every": 10_000, "eval_episodes": 5, "eval_deterministic": False, "checkpoint_every": 50_000,
-        "log_every": 1_000, "compile": False, "bf16_autocast": None, "display": True, "num_threads": 0,
-    }  # fmt: skip
-    assert defaults["agent"].__name__ == "FlowRLAgent" and defaults["env_fn"].__name__ == "make_env"
+def test_trainer_defaults_are_the_papers_and_the_documented_ones(tmp_path, monkeypatch):
+    """Built with nothing but its parts (the defaults read off the object, not the signature)."""
+    monkeypatch.setattr("os.getloadavg", lambda: (0.0, 0.0, 0.0))
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    chosen, compiled = [], []
+    monkeypatch.setattr(torch, "set_num_threads", chosen.append)
+    monkeypatch.setattr(RecordingAgent, "compile", lambda self: compiled.append(self), raising=False)
+    t = Trainer(tmp_path, agent=RecordingAgent, env_fn=ScriptedVecEnv, buffer=functools.partial(ReplayBuffer,
+                                                                                                 capacity=10))
+    assert (t.seed, t.num_envs, t.total_steps, t.warmup_steps, t.updates_per_step, t.batch_size) == (
+        0, 1, 1_000_000, 5_000, 1.0, 256)
+    assert (t.eval_every, t.eval_episodes, t.eval_deterministic, t.checkpoint_every, t.log_every, t.display) == (
+        10_000, 5, False, 50_000, 1_000, True)
+    assert t.device == torch.device("cuda" if torch.cuda.is_available() else "cpu") and t.env.seed == 0
+    assert chosen == [2] and compiled == [] and t.thread_note == ""  # idle cores: torch's own thread count
 
 
 @pytest.mark.parametrize("load, threads, note", [
