@@ -273,7 +273,7 @@ def test_the_display_is_told_the_steps_the_updates_so_far_and_the_last_evaluatio
     assert one.updates[-1][2] == evals[1] and two.updates[-1][2] == evals[-1]
 
 
-def test_trainer_defaults_are_the_papers_and_the_documented_ones(tmp_path, monkeypatch):
+def test_a_trainer_built_from_its_parts_alone_has_the_documented_defaults(tmp_path, monkeypatch):
     """Built with nothing but its parts (the defaults read off the object, not the signature)."""
     monkeypatch.setattr("os.getloadavg", lambda: (0.0, 0.0, 0.0))
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
