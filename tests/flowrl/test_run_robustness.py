@@ -58,8 +58,9 @@ def test_resume_saves_its_bindings_and_a_plain_resume_keeps_them(resumed):  # it
 def test_config_learning_rate_wins_over_the_restored_optimiser(resumed):  # item 2
     run_dir, _ = resumed
     agent = load_checkpoint(list_checkpoints(run_dir)[-1])["agent"]
-    for name in ("value_optimizer", "policy_optimizer"):
-        assert [g["lr"] for g in agent[name]["param_groups"]] == [1e-5]
+    assert set(agent["optimizers"]) == {"value", "policy"}
+    for name in ("value", "policy"):
+        assert [g["lr"] for g in agent["optimizers"][name]["param_groups"]] == [1e-5]
 
 
 def test_tensorboard_keeps_the_scalars_at_the_resume_step(resumed):  # item 3
