@@ -167,7 +167,7 @@ def test_each_log_line_holds_the_means_of_its_window_only(tmp_path):
     assert lines[1]["critic/loss"] == pytest.approx(np.mean(losses[8:]))
     episodes = [r for r in read_metrics(tmp_path) if "train/episode_return" in r]
     assert episodes and all(r["step"] in (8, 16, 24) for r in episodes)
-    assert run.trainer.window == {} or all(v for v in run.trainer.window.values())
+    assert run.trainer.window == {}  # the last log line flushed it; nothing accumulates after
 
 
 def test_a_checkpoint_holds_the_shapes_and_the_operative_config(tmp_path):
