@@ -5,7 +5,7 @@ it to cross factors), ``--bind`` applies to every trial. The plan (``DIR/sweep.j
 runs; each trial is an ordinary ``tools/run.py`` folder ``DIR/<task>/<variant>/s<seed>``. Run here (default: as many
 one-thread trials at once as there are cores), on a local Ray instance (``--ray``) or a cluster (``--ray-address``).
 The same command run again skips finished trials and resumes interrupted ones. Exit status: 0 all finished, 1 some
-trial failed, 2 bad input, 130 Ctrl-C.
+trial failed, 2 bad input, 130 Ctrl-C (SIGINT), 143 SIGTERM (trials checkpoint; none is retried).
 """
 
 from __future__ import annotations

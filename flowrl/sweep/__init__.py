@@ -7,7 +7,9 @@ trials, run the rest (resuming those with a checkpoint) under a live view, and s
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Sequence
 
@@ -30,7 +32,8 @@ def run_sweep(base: Sequence[str], factors: Sequence[Sequence[str]], tasks: Sequ
               bindings: Sequence[str], out: Path, threads: int = 1, parallel: int | None = None, ray: bool = False,
               ray_address: str | None = None, ray_cpus: int | None = None, gpus: float = 0.0, max_retries: int = 3,
               dry_run: bool = False, command: Sequence[str] = ()) -> int:
-    """Returns the exit status: 0 when every trial is finished, 1 when some failed, 130 on Ctrl-C."""
+    """Returns the exit status: 0 when every trial is finished, 1 when some failed, 128 + the signal's number when
+    SIGINT (Ctrl-C, 130) or SIGTERM (143) stopped it: running trials then write checkpoints and none is retried."""
     out = Path(out)
     if ray or ray_address:
         require_ray()
@@ -54,16 +57,19 @@ def run_sweep(base: Sequence[str], factors: Sequence[Sequence[str]], tasks: Sequ
     for t in trials:
         if t not in todo:
             monitor.outcome(t.id, "skipped")
+    stop = _StopSignals()
     try:
-        with monitor:
+        with stop, monitor:
             if ray or ray_address:
                 cpus = ray_cpus or usable_cores()
                 results = run_ray(todo, monitor, threads, gpus, max_retries, ray_address, num_cpus=cpus)
             else:
                 results = run_local(todo, monitor, parallel, threads, max_retries)
     except SweepInterrupted:
-        print(f"interrupted: running trials wrote checkpoints; resume: run the same command again", file=sys.stderr)
-        return 130
+        name = signal.Signals(stop.received or signal.SIGINT).name
+        print(f"interrupted by {name}: running trials wrote checkpoints; resume: run the same command again",
+              file=sys.stderr)
+        return 128 + (stop.received or signal.SIGINT)
     failed = [r for r in results.values() if r["status"] != "done"]
     for r in failed:
         log = Path(next(t.run_dir for t in trials if t.id == r["id"])) / "sweep.log"
@@ -72,3 +78,31 @@ def run_sweep(base: Sequence[str], factors: Sequence[Sequence[str]], tasks: Sequ
           f"failed, {len(trials) - len(todo)} were already finished; report: python tools/report.py {out}",
           file=sys.stderr)
     return 1 if failed else 0
+
+
+class _StopSignals:
+    """While the trials run, SIGINT and SIGTERM both stop the sweep as Ctrl-C does (``KeyboardInterrupt`` in the main
+    thread): its trials checkpoint and none is retried or started. SIGINT is taken even where it was inherited
+    ignored (a job started with ``&`` from a script), since the trials, whose runs take it, would see it and stop
+    while the sweep did not and restarted them. A second signal while they stop is noted, not raised."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.received: int | None = None
+        self._previous: dict = {}
+
+    def _handle(self, signum, frame):
+        if self.received is None:
+            self.received = signum
+            raise KeyboardInterrupt
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():  # elsewhere Python cannot take signals
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc):
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        return False

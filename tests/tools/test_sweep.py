@@ -151,3 +151,34 @@ def test_a_failing_trial_is_named_with_its_error_and_the_sweep_exits_1(tmp_path)
     assert proc.returncode == 1, proc.stderr
     assert "failed: dmc-absent-task/base/s0: error: unknown task 'dmc/absent-task'" in proc.stderr
     assert "0 ran to the end, 1 failed" in proc.stderr
+
+
+def _ignore_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as `cmd &` from a non-interactive shell leaves it
+
+
+@pytest.mark.parametrize("how", ["sigint_to_group_with_sigint_inherited_ignored", "sigterm_to_the_sweep"])
+def test_a_signalled_sweep_stops_its_trials_with_checkpoints_and_retries_none(tmp_path, how):
+    out = tmp_path / "sweep"
+    proc = subprocess.Popen([sys.executable, "tools/sweep.py", *TINY, "--seeds", "0", "--parallel", "1",
+                             "--out", str(out)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, preexec_fn=_ignore_sigint)
+    victim, child = child_mid_run(out, time.time() + 480)
+    if how == "sigterm_to_the_sweep":
+        os.kill(proc.pid, signal.SIGTERM)
+        code, name = 143, "SIGTERM"
+    else:
+        os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C: the sweep and its trial both get it
+        code, name = 130, "SIGINT"
+    _, err = finish(proc, 180)
+    assert proc.returncode == code, err[-3000:]
+    assert f"interrupted by {name}: running trials wrote checkpoints" in err
+    log = (victim / "sweep.log").read_text()
+    assert log.count("\n--- ") + log.startswith("--- ") == 1  # one attempt: the stopped trial was not retried
+    assert 0 < int(list_checkpoints(victim)[-1].stem.split("_")[1]) < TOTAL  # it checkpointed mid-run
+    assert not (victim / PID_FILE).exists()
+    plan = read_plan(out)
+    others = [Path(t.run_dir) for t in plan if Path(t.run_dir) != victim]
+    assert others and not any((d / "sweep.log").exists() for d in others)  # the queued trial never started
+    with pytest.raises(ProcessLookupError):
+        os.kill(child, 0)  # the run is gone, not orphaned
