@@ -330,10 +330,11 @@ def cmd_loop(args: argparse.Namespace, console: Console) -> dict:
         results[key] = {"env_steps_per_s": rate, "timed_steps": steps, "rounds": r}
         ratio = rate / float(np.median(rates[("flowrl", name)]))
         rows.append([agent, name, rate, ratio, steps])
-    overlays = ", ".join(args.gin) or "paper config (hidden 512, batch 256)"
+    size = "quick size (hidden 32, batch 256)" if args.quick else "paper config (hidden 512, batch 256)"
+    overlays = ", ".join([size, *args.gin])
     console.print(table(f"learning-phase env steps/s, cheetah-run, {overlays}, median of {args.rounds} round(s)",
                         ["agent", "precision", "env steps/s", "vs flowrl", "timed steps"], rows))
-    return {"loop": results}
+    return {"loop": results, "config": overlays}
 
 
 def _loop_rate(files: list[str], bindings: list[str], warmup: int, steps: int) -> float:

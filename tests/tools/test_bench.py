@@ -84,6 +84,7 @@ def test_loop_times_the_real_runner_after_warmup(tmp_path):
     r = bench("loop", tmp_path=tmp_path)
     assert set(r["loop"]) == {"fp32", "bf16 autocast"}  # --quick skips the compiled variant
     assert all(v["env_steps_per_s"] > 0 and v["timed_steps"] == 60 for v in r["loop"].values())
+    assert r["config"] == "quick size (hidden 32, batch 256)"  # not the paper's size it does not run
 
 
 def test_loop_times_other_agents_beside_flowrl_at_the_same_settings(tmp_path):
