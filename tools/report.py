@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from flowrl.cli import OneLineParser, run_main  # noqa: E402
+from flowrl.cli import OneLineParser, positive_int, run_main  # noqa: E402
 
 
 def main() -> int:
@@ -24,11 +24,14 @@ def main() -> int:
     p.add_argument("--base", help="the variant the others are compared with (default: 'base')")
     p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--at-step", type=positive_int, metavar="N",
+                   help="judge every run by its evaluations up to env step N (runs of unequal length, a live sweep)")
     args = p.parse_args()
     from flowrl.report import write_report
 
     out = args.out or (args.paths[0] if len(args.paths) == 1 else Path("report"))
-    path = write_report(args.paths, out, base=args.base, reps=args.reps, seed=args.seed)
+    path = write_report(args.paths, out, base=args.base, reps=args.reps, seed=args.seed,
+                        at_step=args.at_step)
     print(f"wrote {path}", file=sys.stderr)
     return 0
 

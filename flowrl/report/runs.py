@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import shlex
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -55,6 +55,13 @@ class Run:
             return float(self.returns[0])
         area = np.sum((self.returns[1:] + self.returns[:-1]) / 2 * np.diff(self.steps))
         return float(area / (self.steps[-1] - self.steps[0]))
+
+    def cut(self, step: int) -> Run | None:
+        """This run as it stood at env step ``step``: its evaluations up to it (None when it has none there)."""
+        keep = self.steps <= step
+        if not keep.any():
+            return None
+        return replace(self, steps=self.steps[keep], returns=self.returns[keep])
 
 
 def find_runs(paths: Sequence[Path]) -> list[Path]:
@@ -107,12 +114,21 @@ def load_run(run_dir: Path) -> Run | None:
     return Run(run_dir, task.group(1), int(seed.group(1)) if seed else 0, _items(run_dir, config), steps, returns)
 
 
-def load_runs(paths: Sequence[Path]) -> list[Run]:
-    """Every run with an evaluation under ``paths``, each labelled with its variant."""
+def load_runs(paths: Sequence[Path], at_step: int | None = None) -> list[Run]:
+    """Every run with an evaluation under ``paths``, each labelled with its variant; with ``at_step``, each cut at
+    that env step (runs with no evaluation by then are left out, with a note)."""
     runs = [r for r in map(load_run, find_runs(paths)) if r is not None]
+    if at_step is not None:
+        cut = [r.cut(at_step) for r in runs]
+        for r, c in zip(runs, cut):
+            if c is None:
+                print(f"note: skipped {r.path}: no evaluation by env step {at_step:,}", file=sys.stderr)
+        runs = [c for c in cut if c is not None]
     if not runs:
-        raise UserError(f"no run in {', '.join(map(str, paths))} has an evaluation ({METRIC}) yet; fix: let the "
-                        f"runs reach their first evaluation (Trainer.eval_every)")
+        by = f" by env step {at_step:,}" if at_step is not None else " yet"
+        raise UserError(f"no run in {', '.join(map(str, paths))} has an evaluation ({METRIC}){by}; fix: let the "
+                        f"runs reach their first evaluation (Trainer.eval_every)"
+                        + (" or pass a later --at-step" if at_step is not None else ""))
     common = set.intersection(*(set(r.items) for r in runs))
     for r in runs:
         r.variant = "+".join(i for i in r.items if i not in common) or BASE

@@ -160,7 +160,9 @@ def _markdown(result: dict, figures: dict[str, str], sources: Sequence[Path]) ->
         f"variants {', '.join(f'`{v}`' for v in variants)}"
         + (f" (base `{base}`)" if base else " (no `base` variant: pass --base to compare against one)") + ". "
         f"Written by `tools/report.py` on {time.strftime('%Y-%m-%d %H:%M')}. Intervals are 95% percentile-bootstrap "
-        f"CIs over seeds ({result['reps']} resamples, bootstrap seed {result['seed']}).", "",
+        f"CIs over seeds ({result['reps']} resamples, bootstrap seed {result['seed']})."
+        + (f" Every run is judged by its evaluations up to env step {result['at_step']:,} (`--at-step`)."
+           if result.get("at_step") else ""), "",
         "## Per task", "",
         "*Final return*: the last evaluation's mean return. *AUC*: the area under the eval-return curve divided by its "
         "span of env steps, i.e. the curve's average return (rewards sample efficiency, not only the end point).", "",
@@ -203,18 +205,27 @@ def _markdown(result: dict, figures: dict[str, str], sources: Sequence[Path]) ->
         notes.append(f"Not in the aggregate (no normalisation): {', '.join(norm['not_normalised'])}.")
     if norm["left_out"]:
         notes.append(f"Not in the aggregate (missing on some task): {', '.join(norm['left_out'])}.")
+    for task, by_variant in result["tasks"].items():
+        low = min(e["steps"][0] for e in by_variant.values())
+        high = max(e["steps"][1] for e in by_variant.values())
+        if low != high:
+            notes.append(f"Runs on {task} end at different env steps ({low:,} to {high:,}): their final returns and "
+                         f"AUCs compare unequal budgets. Let them finish, or cut every run at a common step with "
+                         f"`--at-step {low}`.")
     if notes:
         lines += ["## Caveats", "", *[f"- {n}" for n in notes], ""]
     return "\n".join(lines)
 
 
 def write_report(paths: Sequence[Path], out: Path | None = None, base: str | None = None, reps: int = 2000,
-                 seed: int = 0) -> Path:
-    """Write the report on the runs under ``paths`` into ``out`` (default: the first path); returns report.md."""
-    runs = load_runs(paths)
+                 seed: int = 0, at_step: int | None = None) -> Path:
+    """Write the report on the runs under ``paths`` into ``out`` (default: the first path); returns report.md.
+    ``at_step``: judge every run by its evaluations up to that env step (a sweep still running, unequal budgets)."""
+    runs = load_runs(paths, at_step)
     out = Path(out or paths[0])
     out.mkdir(parents=True, exist_ok=True)
     result = compute(runs, base, reps, seed)
+    result["at_step"] = at_step
     figures = _figures(result, runs, out)
     result.pop("_scores")
     (out / "report.json").write_text(json.dumps(result, indent=1) + "\n")

@@ -152,6 +152,35 @@ def test_variants_from_bindings_and_the_base_option(tmp_path):
     assert result["normalised"]["improvement"]["base"]["mean"] == 0.0
 
 
+def test_runs_of_unequal_length_are_flagged_and_at_step_cuts_them_all_at_one_budget(tmp_path):
+    # A sweep read while it runs: two finished seeds of base, one of base stopped at 2,000, reg_kl only at 1,000.
+    make_run(tmp_path / "b0", "dmc/cheetah-run", 0, curve=((1000, 10.0), (2000, 30.0), (3000, 90.0)))
+    make_run(tmp_path / "b1", "dmc/cheetah-run", 1, curve=((1000, 20.0), (2000, 40.0), (3000, 60.0)))
+    make_run(tmp_path / "b2", "dmc/cheetah-run", 2, curve=((1000, 0.0), (2000, 50.0)))
+    make_run(tmp_path / "k0", "dmc/cheetah-run", 0, ["gin/ablations/reg_kl.gin"], curve=((1000, 70.0),))
+    make_run(tmp_path / "late", "dmc/cheetah-run", 3, ["gin/ablations/reg_kl.gin"], curve=((3000, 5.0),))
+    proc = tool(tmp_path, "--out", tmp_path / "whole", "--reps", "200")
+    assert proc.returncode == 0, proc.stderr
+    md = (tmp_path / "whole" / "report.md").read_text()
+    assert "| base | 3 | 2,000-3,000 | 66.7 [" in md  # finals 90, 60, 50: the mean mixes budgets...
+    assert "end at different env steps (1,000 to 3,000)" in md and "`--at-step 1000`" in md  # ...and says so
+
+    proc = tool(tmp_path, "--out", tmp_path / "cut", "--reps", "200", "--at-step", "2500")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("note: skipped") == 1 and "late: no evaluation by env step 2,500" in proc.stderr
+    result = json.loads((tmp_path / "cut" / "report.json").read_text())
+    base, kl = result["tasks"]["dmc/cheetah-run"]["base"], result["tasks"]["dmc/cheetah-run"]["reg_kl"]
+    assert base["steps"] == [2000, 2000] and base["final"]["mean"] == pytest.approx((30 + 40 + 50) / 3)
+    assert base["auc"]["mean"] == pytest.approx((20 + 30 + 25) / 3)  # each curve's trapezoid over 1,000-2,000
+    assert kl["seeds"] == [0] and kl["final"]["mean"] == 70.0 and result["at_step"] == 2500
+    md = (tmp_path / "cut" / "report.md").read_text()
+    assert "up to env step 2,500 (`--at-step`)" in md and "end at different env steps (1,000 to 2,000)" in md
+
+    proc = tool(tmp_path, "--at-step", "999")
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("error: no run in ")
+    assert "by env step 999" in proc.stderr and "fix:" in proc.stderr
+
+
 def test_normalisers_cover_dmc_and_humanoidbench_targets():
     assert normaliser("dmc/humanoid-run")[0] == 1000
     assert normaliser("humanoidbench/h1-walk")[0] == 700 and normaliser("humanoidbench/h1hand-reach")[0] == 12000
