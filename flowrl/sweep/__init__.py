@@ -36,7 +36,7 @@ def run_sweep(base: Sequence[str], factors: Sequence[Sequence[str]], tasks: Sequ
     SIGINT (Ctrl-C, 130) or SIGTERM (143) stopped it: running trials then write checkpoints and none is retried."""
     out = Path(out)
     if ray or ray_address:
-        require_ray()
+        require_ray(ray_address)
     if ray_address:
         check_address(ray_address)  # before the plan: a sweep that cannot start leaves nothing behind
     trials = expand(base, factors, tasks, parse_seeds(seeds), bindings, out, threads)

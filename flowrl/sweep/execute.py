@@ -8,10 +8,12 @@ from its newest checkpoint. Either way the folders decide what is left, so the s
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict
+from pathlib import Path
 from typing import Sequence
 
 from flowrl.errors import MissingDependencyError, UserError
@@ -65,7 +67,9 @@ def run_local(trials: Sequence[Trial], monitor: SweepMonitor, parallel: int, thr
     return results
 
 
-def require_ray():
+def require_ray(address: str | None = None):
+    if address:
+        _token_mode()  # Ray reads it once, on import
     try:
         import ray
     except ImportError:
@@ -88,6 +92,28 @@ def check_address(address: str, timeout: float = 5.0) -> None:
                         f"the cluster (ray start --head) and pass its address, or use --ray for a local one") from None
 
 
+def _token_mode() -> None:
+    """Ray 2.59 and later start a cluster (``ray start --head``) with token authentication, and a driver that names
+    the cluster's address sends its token only in token mode. Where a token is at hand (``RAY_AUTH_TOKEN``,
+    ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``) and no mode was chosen, choose that one: a cluster without
+    authentication accepts such a driver too. Ray reads the mode when it is imported, so this runs before that."""
+    if os.environ.get("RAY_AUTH_MODE"):
+        return
+    if (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+            or (Path.home() / ".ray" / "auth_token").is_file()):
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
+def _join(ray, address: str) -> None:
+    try:
+        ray.init(address=address, log_to_driver=False, logging_level="warning")
+    except ConnectionError as e:
+        raise UserError(f"could not join the Ray cluster at '{address}' ({str(e).strip().splitlines()[-1]}); fix: "
+                        f"pass the address the head's 'ray start --head' printed; a cluster with token "
+                        f"authentication also needs its token here (RAY_AUTH_TOKEN, or 'ray get-auth-token' on the "
+                        f"head)") from None
+
+
 def _ray_trial(spec: dict, threads: int) -> dict:
     # Module level, so Ray can ship it by reference to any worker that has flowrl installed.
     return run_trial(Trial(**spec), threads)
@@ -96,13 +122,14 @@ def _ray_trial(spec: dict, threads: int) -> dict:
 def run_ray(trials: Sequence[Trial], monitor: SweepMonitor, threads: int, gpus: float = 0.0, max_retries: int = 3,
             address: str | None = None, num_cpus: int | None = None, poll_every: float = 1.0) -> dict[str, dict]:
     """Run ``trials`` as Ray tasks on a new local instance (``address`` None) or on the cluster at ``address``."""
-    ray = require_ray()
+    ray = require_ray(address)
     if address is not None:
         check_address(address)
     started = not ray.is_initialized()
-    if started:
-        kwargs = {"address": address} if address else {"num_cpus": num_cpus, "include_dashboard": False}
-        ray.init(log_to_driver=False, logging_level="warning", **kwargs)
+    if started and address:
+        _join(ray, address)
+    elif started:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level="warning")
     try:
         remote = ray.remote(_ray_trial).options(num_cpus=threads, num_gpus=gpus, max_retries=max_retries,
                                                 retry_exceptions=[TrialPreempted])

@@ -3,6 +3,7 @@ the embedded executor with a trial stopped mid-run, re-runs that run nothing, th
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -101,6 +102,51 @@ def test_ray_sweep_retries_a_killed_worker_from_its_checkpoint_and_reruns_nothin
     assert_resumed(victim)  # no trial ran again: still two commands in the killed one, one in the others
     assert all(len((Path(t.run_dir) / "command.txt").read_text().splitlines()) == (2 if Path(t.run_dir) == victim else 1)
                for t in plan)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ray_sweep_joins_a_running_cluster_by_its_address(tmp_path):
+    # A cluster as users start one (`ray start --head`; Ray >= 2.59 turns token authentication on for it), in its own
+    # process group so that the test stops it alone; flowrl on the workers' path as it would be installed there.
+    pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[sweep]')")
+    port, client_port = _free_port(), _free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_AUTH_MODE", None)
+    head = subprocess.Popen(["ray", "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
+                             f"--ray-client-server-port={client_port}", "--include-dashboard=false",
+                             "--disable-usage-stats"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.5)
+        out = tmp_path / "sweep"
+        proc = subprocess.run([sys.executable, "tools/sweep.py", *TINY, "--seeds", "0", "--out", str(out),
+                               "--ray-address", f"127.0.0.1:{port}"], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=480)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert f"ray (127.0.0.1:{port})" in proc.stderr and "2 ran to the end, 0 failed" in proc.stderr
+        assert_complete(out, 2)
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)  # drains, then stops; the rest is killed
+        try:
+            head.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(head.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        head.wait()
 
 
 def test_embedded_sweep_resumes_a_stopped_trial_and_reruns_nothing(tmp_path):
