@@ -116,6 +116,7 @@ class Trainer:
             bf16_autocast = on_cuda
             if on_cuda:  # the reference's CUDA precision; a global switch, so set only where the device is chosen
                 torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        self.bf16_autocast, self.compiled = bool(bf16_autocast), bool(compile)
         amp_dtype = torch.bfloat16 if bf16_autocast else None
         self.agent = agent(self.obs_dim, self.act_dim, device=self.device, amp_dtype=amp_dtype)
         if compile:

@@ -1,10 +1,11 @@
 """Train an agent from gin configs: ``python tools/run.py --gin gin/flowrl_humanoid.gin [--gin OVERLAY ...]``.
 
 Writes into the run folder: ``config.gin`` (the operative config, rewritten at every start and resume, ``--bind``
-overrides included), ``command.txt``, ``metrics.jsonl``, ``tb/`` (TensorBoard) and ``checkpoints/``. ``--resume
-RUN_DIR`` continues a run from its newest checkpoint with the run's own config (``--bind`` may still override, for
-example to extend ``Trainer.total_steps``; the override is saved, so a later plain ``--resume`` keeps it). One live
-process owns a run folder at a time. Exit status: 0 done, 1 non-finite loss, 2 user error, 130 Ctrl-C, 143 SIGTERM
+overrides included), ``command.txt``, ``provenance.jsonl`` (code commit, host, package versions, device: one line
+per start or resume), ``metrics.jsonl``, ``tb/`` (TensorBoard) and ``checkpoints/``. ``--resume RUN_DIR`` continues
+a run from its newest checkpoint with the run's own config (``--bind`` may still override, for example to extend
+``Trainer.total_steps``; the override is saved, so a later plain ``--resume`` keeps it). One live process owns a run
+folder at a time. Exit status: 0 done, 1 non-finite loss, 2 user error, 130 Ctrl-C, 143 SIGTERM
 (both after writing a checkpoint; see flowrl/cli.py).
 """
 
@@ -22,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import gin  # noqa: E402
 
+from flowrl import provenance  # noqa: E402
 from flowrl.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, require  # noqa: E402
 from flowrl.checks import bound_values, check_config, check_resume, value_of  # noqa: E402
 from flowrl.cli import OneLineParser, run_main  # noqa: E402
@@ -89,6 +91,7 @@ def main() -> int:
         folder.write_text("config.gin", gin.operative_config_str())
         with open(run_dir / "command.txt", "a") as f:
             f.write(shlex.join([sys.executable, *sys.argv]) + "\n")
+        provenance.append(run_dir, provenance.record(trainer.device, trainer.bf16_autocast, trainer.compiled))
         resume = f"python tools/run.py --resume {shlex.quote(str(run_dir))}"
         if trainer.env_steps >= trainer.total_steps:
             print(f"nothing to do: {run_dir} already finished ({trainer.env_steps:,} env steps of Trainer.total_steps"

@@ -18,6 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
+from flowrl import provenance
 from flowrl.config import REPO_ROOT
 from flowrl.errors import UserError
 from flowrl.logger import read_metrics
@@ -42,6 +43,7 @@ class Run:
     steps: np.ndarray
     returns: np.ndarray
     variant: str = field(default=BASE)
+    provenance: dict[str, str] = field(default_factory=dict)
 
     @property
     def final(self) -> float:
@@ -111,7 +113,29 @@ def load_run(run_dir: Path) -> Run | None:
               file=sys.stderr)
         return None
     steps, returns = (np.asarray(x, dtype=float) for x in zip(*sorted(dict(rows).items())))
-    return Run(run_dir, task.group(1), int(seed.group(1)) if seed else 0, _items(run_dir, config), steps, returns)
+    return Run(run_dir, task.group(1), int(seed.group(1)) if seed else 0, _items(run_dir, config), steps, returns,
+               provenance=summarise(provenance.read(run_dir)))
+
+
+def _code(entry: dict) -> str:
+    commit = entry.get("commit")
+    return "not a git checkout" if not commit else commit[:7] + ("+dirty" if entry.get("dirty") else "")
+
+
+# What a report compares across runs: code version and the packages that change numbers.
+def _package(name: str):
+    return lambda e: (e.get("packages") or {}).get(name) or "not installed"
+
+
+PROVENANCE_FIELDS = {"code": _code, "torch": _package("torch"), "mujoco": _package("mujoco")}
+
+
+def summarise(entries: Sequence[dict]) -> dict[str, str]:
+    """``{"code", "torch", "mujoco"}`` of a run's provenance lines: one value, or ``a -> b`` where a resume changed
+    it; empty for a run without ``provenance.jsonl`` (one written before flowrl kept it)."""
+    if not entries:
+        return {}
+    return {name: " -> ".join(dict.fromkeys(get(e) for e in entries)) for name, get in PROVENANCE_FIELDS.items()}
 
 
 def load_runs(paths: Sequence[Path], at_step: int | None = None) -> list[Run]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
@@ -12,7 +13,7 @@ import numpy as np
 
 from flowrl.errors import UserError
 from flowrl.report import stats
-from flowrl.report.runs import BASE, Run, group, load_runs
+from flowrl.report.runs import BASE, PROVENANCE_FIELDS, Run, group, load_runs
 
 _SEP = "|"  # joins a pair of variant names for rliable's probability-of-improvement plot
 
@@ -76,6 +77,9 @@ def compute(runs: Sequence[Run], base: str | None = None, reps: int = 2000, seed
         if base in scores:
             norm["improvement"] = {v: _est(*est) for v, est in stats.improvement(scores, base, reps, seed).items()}
     result["normalised"] = norm
+    known = [r for r in runs if r.provenance]
+    result["provenance"] = {"runs_without": len(runs) - len(known), **{
+        name: dict(Counter(r.provenance[name] for r in known).most_common()) for name in PROVENANCE_FIELDS}}
     result["_scores"] = scores  # for the figures; not written to report.json
     return result
 
@@ -205,6 +209,15 @@ def _markdown(result: dict, figures: dict[str, str], sources: Sequence[Path]) ->
         notes.append(f"Not in the aggregate (no normalisation): {', '.join(norm['not_normalised'])}.")
     if norm["left_out"]:
         notes.append(f"Not in the aggregate (missing on some task): {', '.join(norm['left_out'])}.")
+    prov = dict(result.get("provenance", {}))
+    if without := prov.pop("runs_without", 0):
+        notes.append(f"{without} of {result['runs']} runs have no provenance.jsonl (written before flowrl kept one): "
+                     "their code and package versions are unknown.")
+    for name, counts in prov.items():
+        if len(counts) > 1:
+            notes.append(f"The runs come from {len(counts)} {'code' if name == 'code' else name} versions: "
+                         + ", ".join(f"{v} ({n} run{'s' * (n > 1)})" for v, n in counts.items())
+                         + " (each run's provenance.jsonl; 'a -> b': resumed with b).")
     for task, by_variant in result["tasks"].items():
         low = min(e["steps"][0] for e in by_variant.values())
         high = max(e["steps"][1] for e in by_variant.values())

@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from flowrl import provenance
 from flowrl.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from flowrl.errors import CheckpointWriteError, UserError
 from flowrl.logger import MetricsLogger, read_metrics
@@ -45,6 +47,22 @@ def resumed(finished, tmp_path_factory):
 
 
 # ------------------------------------------------------------------------------------------ resume and run folders
+def test_each_start_and_resume_records_code_version_host_and_versions(finished, tmp_path):
+    run_dir = copy_of(finished, tmp_path)
+    (first,) = provenance.read(run_dir)
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode == 0:
+        assert first["commit"] == head.stdout.strip() and isinstance(first["dirty"], bool)
+    else:  # not a git checkout (an sdist, a copied tree): said, not guessed
+        assert first["commit"] is None and first["dirty"] is None
+    assert first["host"] == socket.gethostname() and first["device"] == "cpu" and first["cuda"] is None
+    assert first["packages"]["torch"] == torch.__version__ and first["packages"]["flowrl-kit"]
+    assert first["threads"] == 1 and first["bf16_autocast"] is False and first["compiled"] is False
+    run("--resume", str(run_dir), "--bind", "Trainer.bf16_autocast = True", "--no-display")
+    lines = provenance.read(run_dir)
+    assert len(lines) == 2 and lines[0] == first and lines[1]["bf16_autocast"] is True  # appended, never rewritten
+
+
 def test_resume_saves_its_bindings_and_a_plain_resume_keeps_them(resumed):  # item 1
     run_dir, _ = resumed
     config = (run_dir / "config.gin").read_text()

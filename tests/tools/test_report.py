@@ -12,6 +12,7 @@ import pytest
 
 pytest.importorskip("rliable", reason="rliable is not installed (pip install -e '.[sweep]')")
 
+from flowrl import provenance  # noqa: E402
 from flowrl.report import compute  # noqa: E402
 from flowrl.report.runs import load_runs  # noqa: E402
 from flowrl.report.stats import normaliser  # noqa: E402
@@ -179,6 +180,30 @@ def test_runs_of_unequal_length_are_flagged_and_at_step_cuts_them_all_at_one_bud
     proc = tool(tmp_path, "--at-step", "999")
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("error: no run in ")
     assert "by env step 999" in proc.stderr and "fix:" in proc.stderr
+
+
+def test_runs_from_other_code_or_package_versions_are_named(tmp_path):
+    def stamp(run_dir, *entries):
+        for commit, dirty, torch_version in entries:
+            provenance.append(run_dir, {"commit": commit, "dirty": dirty,
+                                        "packages": {"torch": torch_version, "mujoco": "3.17.0"}})
+
+    for seed in range(4):
+        make_run(tmp_path / f"b{seed}", "dmc/cheetah-run", seed, curve=((1000, 10.0),))
+    stamp(tmp_path / "b0", ("a" * 40, False, "2.13.0"))
+    stamp(tmp_path / "b1", ("a" * 40, False, "2.13.0"), ("b" * 40, True, "2.13.0"))  # resumed on edited code
+    stamp(tmp_path / "b2", (None, None, "2.12.1"))  # b3: no provenance (an older run)
+    proc = tool(tmp_path, "--out", tmp_path / "r", "--reps", "100")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert result["provenance"] == {
+        "runs_without": 1, "code": {"aaaaaaa": 1, "aaaaaaa -> bbbbbbb+dirty": 1, "not a git checkout": 1},
+        "torch": {"2.13.0": 2, "2.12.1": 1}, "mujoco": {"3.17.0": 3}}
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert ("The runs come from 3 code versions: aaaaaaa (1 run), aaaaaaa -> bbbbbbb+dirty (1 run), not a git "
+            "checkout (1 run)") in md
+    assert "2 torch versions: 2.13.0 (2 runs), 2.12.1 (1 run)" in md and "mujoco versions" not in md
+    assert "1 of 4 runs have no provenance.jsonl" in md
 
 
 def test_normalisers_cover_dmc_and_humanoidbench_targets():
