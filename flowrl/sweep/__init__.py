@@ -15,7 +15,7 @@ from typing import Sequence
 
 from flowrl.sweep.execute import SweepInterrupted, check_address, require_ray, run_local, run_ray
 from flowrl.sweep.monitor import SweepMonitor
-from flowrl.sweep.plan import Trial, expand, parse_seeds, read_plan, write_plan
+from flowrl.sweep.plan import Trial, expand, parse_seeds, parse_shard, read_plan, shard, write_plan
 from flowrl.sweep.trial import finished, run_trial
 
 __all__ = ["Trial", "expand", "parse_seeds", "read_plan", "run_sweep", "run_trial", "usable_cores", "write_plan"]
@@ -31,7 +31,7 @@ def usable_cores() -> int:
 def run_sweep(base: Sequence[str], factors: Sequence[Sequence[str]], tasks: Sequence[str], seeds: str,
               bindings: Sequence[str], out: Path, threads: int = 1, parallel: int | None = None, ray: bool = False,
               ray_address: str | None = None, ray_cpus: int | None = None, gpus: float = 0.0, max_retries: int = 3,
-              dry_run: bool = False, command: Sequence[str] = ()) -> int:
+              dry_run: bool = False, command: Sequence[str] = (), shard_spec: str | None = None) -> int:
     """Returns the exit status: 0 when every trial is finished, 1 when some failed, 128 + the signal's number when
     SIGINT (Ctrl-C, 130) or SIGTERM (143) stopped it: running trials then write checkpoints and none is retried."""
     out = Path(out)
@@ -43,11 +43,16 @@ def run_sweep(base: Sequence[str], factors: Sequence[Sequence[str]], tasks: Sequ
     parallel = parallel or max(1, usable_cores() // threads)
     executor = f"ray ({ray_address})" if ray_address else "ray (local)" if ray else f"local, {parallel} at once"
     settings = {"threads_per_trial": threads, "executor": executor, "gpus_per_trial": gpus, "max_retries": max_retries}
-    plan = write_plan(out, trials, command, settings)
-    todo = [t for t in trials if not finished(t)]
+    index, shares = parse_shard(shard_spec) if shard_spec else (0, 1)
+    plan = write_plan(out, trials, command, settings)  # the whole grid, whichever shard writes it
     counts = {name: len({getattr(t, name) for t in trials}) for name in ("task", "variant", "seed")}
     shape = " x ".join(f"{n} {name}{'s' * (n > 1)}" for name, n in counts.items())
-    print(f"sweep: {len(trials)} trials ({shape}), {len(trials) - len(todo)} already finished; plan in "
+    grid = len(trials)
+    if shares > 1:
+        trials = shard(trials, index, shares)
+        shape += f"; shard {index}/{shares}: {len(trials)} of them here"
+    todo = [t for t in trials if not finished(t)]
+    print(f"sweep: {grid} trials ({shape}), {len(trials) - len(todo)} already finished; plan in "
           f"{plan}; {executor}, {threads} thread(s) per trial", file=sys.stderr)
     if not todo or dry_run:
         print(f"nothing to run; report: python tools/report.py {out}" if not todo else "dry run: nothing started",

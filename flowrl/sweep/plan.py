@@ -12,6 +12,7 @@ import itertools
 import json
 import os
 import re
+import socket
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -53,6 +54,20 @@ def parse_seeds(text: str) -> list[int]:
     if not seeds:
         raise UserError(f"empty grid: --seeds '{text}' names no seed; fix: a range such as 0-4 (low before high)")
     return seeds
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"K/N"`` -> (K, N), 0 <= K < N: the K-th of N disjoint shares of a sweep's trials (a job array's index)."""
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if m is None or not int(m.group(1)) < int(m.group(2)):
+        raise UserError(f"bad --shard '{text}'; fix: K/N with 0 <= K < N, e.g. --shard $SLURM_ARRAY_TASK_ID/4 "
+                        f"with --array=0-3")
+    return int(m.group(1)), int(m.group(2))
+
+
+def shard(trials: Sequence[Trial], k: int, n: int) -> list[Trial]:
+    """Every ``n``-th trial of the plan from the ``k``-th: N shards together hold each trial exactly once."""
+    return [t for i, t in enumerate(trials) if i % n == k]
 
 
 def _slug(task: str) -> str:
@@ -161,7 +176,7 @@ def write_plan(out: Path, trials: Sequence[Trial], command: Sequence[str], setti
     out.mkdir(parents=True, exist_ok=True)
     plan = {"format": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": list(command),
             "settings": settings, "trials": [{"id": t.id, **asdict(t)} for t in trials]}
-    tmp = out / f".{PLAN_FILE}.tmp"
+    tmp = out / f".{PLAN_FILE}.{socket.gethostname()}.{os.getpid()}.tmp"  # shards may write it at once
     tmp.write_text(json.dumps(plan, indent=1) + "\n")
     os.replace(tmp, out / PLAN_FILE)
     return out / PLAN_FILE

@@ -13,7 +13,7 @@ import pytest
 
 from flowrl.checkpoint import list_checkpoints
 from flowrl.logger import read_metrics
-from flowrl.sweep.plan import parse_seeds, read_plan, variants
+from flowrl.sweep.plan import parse_seeds, parse_shard, read_plan, shard, variants
 from flowrl.sweep.trial import PID_FILE
 from flowrl.errors import UserError
 
@@ -179,6 +179,8 @@ def test_grid_crosses_factors_with_the_base_always_in():
     (["--seeds", "3-1"], "empty grid"),
     (["--ray-address", "127.0.0.1:1"], "Ray address '127.0.0.1:1' does not answer"),
     (["--tasks", "dmc/absent-task"], "unknown task 'dmc/absent-task'"),
+    (["--shard", "2/2"], "bad --shard '2/2'"),
+    (["--shard", "first"], "bad --shard 'first'"),
 ])  # fmt: skip
 def test_bad_input_is_one_line(tmp_path, extra, message):
     if "--ray-address" in extra:
@@ -197,6 +199,25 @@ def test_a_failing_trial_is_named_with_its_error_and_the_sweep_exits_1(tmp_path)
     assert proc.returncode == 1, proc.stderr
     assert "failed: dmc-absent-task/base/s0: error: unknown task 'dmc/absent-task'" in proc.stderr
     assert "0 ran to the end, 1 failed" in proc.stderr
+
+
+def test_shards_split_the_plan_into_disjoint_parts_that_cover_it():
+    trials = [f"t{i}" for i in range(7)]
+    parts = [shard(trials, k, 3) for k in range(3)]
+    assert parts == [["t0", "t3", "t6"], ["t1", "t4"], ["t2", "t5"]]
+    assert parse_shard("1/3") == (1, 3) and parse_shard(" 0 / 1 ") == (0, 1)
+
+
+def test_a_shard_runs_only_its_trials_and_plans_the_whole_grid(tmp_path):
+    out = tmp_path / "sweep"
+    proc = sweep(*TINY, "--seeds", "0", "--out", str(out), "--shard", "1/2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 trials (1 task x 2 variants x 1 seed; shard 1/2: 1 of them here)" in proc.stderr
+    assert "1 ran to the end, 0 failed" in proc.stderr
+    plan = read_plan(out)
+    assert [t.id for t in plan] == ["dmc-cheetah-run/base/s0", "dmc-cheetah-run/reg_kl/s0"]
+    assert not Path(plan[0].run_dir).exists()  # shard 0's trial: left to the other job
+    assert list_checkpoints(Path(plan[1].run_dir))[-1].name == f"step_{TOTAL:09d}.pt"
 
 
 def _ignore_sigint():
