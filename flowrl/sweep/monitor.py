@@ -25,6 +25,8 @@ _STYLE = {"queued": "dim", "running": "cyan", "done": "green", "failed": "bold r
 class SweepMonitor:
     """Polls every trial's folder; ``outcome(trial, status)`` records what the executor learned."""
 
+    ETA_WINDOW = 900.0  # seconds of history behind the summary's ETA (warm-ups run far faster than learning steps)
+
     def __init__(self, trials: Sequence[Trial], console: Console | None = None, summary_every: float = 60.0):
         self.trials = list(trials)
         self.console = console or Console(stderr=True)
@@ -32,6 +34,7 @@ class SweepMonitor:
         self.state = {t.id: "queued" for t in self.trials}
         self.final: dict[str, str] = {}
         self.summary_every, self._last_summary = summary_every, time.monotonic()
+        self._history: list[tuple[float, int]] = []  # (time, env steps) at each summary, for the ETA
         self.bar = Progress(
             TextColumn("{task.description}"), TextColumn("{task.fields[state]}", table_column=Column(min_width=7)),
             BarColumn(bar_width=20), MofNCompleteColumn(),
@@ -70,10 +73,20 @@ class SweepMonitor:
             self._line(self.summary())
 
     def summary(self) -> str:
+        """Trials per state, env steps done of the grid's, and an ETA at the rate of the last ``ETA_WINDOW`` s."""
         counts = {s: list(self.state.values()).count(s) for s in _STYLE}
         steps = sum(min(progress(Path(t.run_dir)).steps, t.total_steps) for t in self.trials)
         total = sum(t.total_steps for t in self.trials)
-        return "sweep: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + f"; {steps:,}/{total:,} env steps"
+        now = time.monotonic()
+        self._history.append((now, steps))
+        while len(self._history) > 2 and now - self._history[1][0] >= self.ETA_WINDOW:
+            self._history.pop(0)
+        (t0, s0), eta = self._history[0], ""
+        if now > t0 and steps > s0 and steps < total:
+            left = (total - steps) / ((steps - s0) / (now - t0))
+            eta = f", ETA {int(left // 3600)}:{int(left % 3600 // 60):02d}:{int(left % 60):02d}"
+        return ("sweep: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+                + f"; {steps:,}/{total:,} env steps{eta}")
 
     def _line(self, text: str) -> None:
         if self.live:
