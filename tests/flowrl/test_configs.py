@@ -27,7 +27,7 @@ def test_shipped_configs_exist():
     names = {p.name for p in TASK_CONFIGS}
     assert {"flowrl_base.gin", "flowrl_humanoid.gin", "flowrl_dog_run.gin", "flowrl_cheetah_run.gin"} <= names
     assert {p.stem for p in OVERLAYS} == {
-        "integrator_euler", "integrator_rk4", "flow_steps_5", "reg_kl", "reg_bc", "reg_none",
+        "integrator_euler", "integrator_rk4", "flow_steps_5", "reg_kl", "reg_bc", "reg_none", "reg_w2_per_sample",
         "critic_ensemble_10", "velocity_residual",
     }  # fmt: skip
 
@@ -47,6 +47,8 @@ def test_overlay_composes_with_task_config(overlay):
     stem = overlay.stem
     if stem == "critic_ensemble_10":
         assert agent.critic.num_members == 10
+    elif stem == "reg_w2_per_sample":
+        assert type(agent.regularizer).__name__ == "W2Regularizer" and agent.regularizer.per_sample is True
     elif stem.startswith("reg_"):
         expected = {"reg_kl": "KLRegularizer", "reg_bc": "BCRegularizer", "reg_none": "NoRegularizer"}[stem]
         assert type(agent.regularizer).__name__ == expected
@@ -56,6 +58,8 @@ def test_overlay_composes_with_task_config(overlay):
         assert agent.policy.solver.num_steps == 5
     elif stem == "velocity_residual":
         assert type(agent.policy.velocity).__name__ == "ResidualVelocity"
+    else:
+        raise AssertionError(f"no check for the overlay {overlay}: add one here")
 
 
 def test_base_config_holds_paper_hyperparameters():
