@@ -128,8 +128,9 @@ def run_ray(trials: Sequence[Trial], monitor: SweepMonitor, threads: int, gpus: 
     started = not ray.is_initialized()
     if started and address:
         _join(ray, address)
-    elif started:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level="warning")
+    elif started:  # "local": a new instance even where a `ray start` cluster (or a stale record of one) exists
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                 logging_level="warning")
     try:
         remote = ray.remote(_ray_trial).options(num_cpus=threads, num_gpus=gpus, max_retries=max_retries,
                                                 retry_exceptions=[TrialPreempted])

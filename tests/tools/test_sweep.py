@@ -81,7 +81,24 @@ def assert_resumed(run_dir: Path):
     assert "resuming" in (run_dir / "sweep.log").read_text()
 
 
-def test_ray_sweep_retries_a_killed_worker_from_its_checkpoint_and_reruns_nothing(tmp_path):
+RAY_CURRENT = Path("/tmp/ray/ray_current_cluster")  # where `ray start` records its cluster for a bare ray.init()
+
+
+@pytest.fixture
+def stale_ray_record():
+    """A record of a cluster that is gone (as a killed `ray start` leaves), restored afterwards: `--ray` must start
+    its own instance, not try to join that one."""
+    saved = RAY_CURRENT.read_text() if RAY_CURRENT.is_file() else None
+    RAY_CURRENT.parent.mkdir(parents=True, exist_ok=True)
+    RAY_CURRENT.write_text(f"127.0.0.1:{_free_port()}")
+    yield
+    if saved is None:
+        RAY_CURRENT.unlink(missing_ok=True)
+    else:
+        RAY_CURRENT.write_text(saved)
+
+
+def test_ray_sweep_retries_a_killed_worker_from_its_checkpoint_and_reruns_nothing(tmp_path, stale_ray_record):
     pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[sweep]')")
     out = tmp_path / "sweep"
     args = [*TINY, "--seeds", "0-1", "--out", str(out), "--ray", "--ray-cpus", "2"]
@@ -137,16 +154,10 @@ def test_ray_sweep_joins_a_running_cluster_by_its_address(tmp_path):
         assert f"ray (127.0.0.1:{port})" in proc.stderr and "2 ran to the end, 0 failed" in proc.stderr
         assert_complete(out, 2)
     finally:
-        os.killpg(head.pid, signal.SIGTERM)  # drains, then stops; the rest is killed
-        try:
-            head.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
-            os.killpg(head.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        os.killpg(head.pid, signal.SIGKILL)  # the whole cluster is this group; SIGTERM would drain for 30 s
         head.wait()
+        if RAY_CURRENT.is_file() and RAY_CURRENT.read_text().strip().endswith(f":{port}"):
+            RAY_CURRENT.unlink()  # the record the killed head could not remove
 
 
 def test_embedded_sweep_resumes_a_stopped_trial_and_reruns_nothing(tmp_path):
