@@ -18,11 +18,11 @@ from typing import Any
 METRICS_FILE = "metrics.jsonl"
 
 
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """All logged records of a run, in order; a line that is not a whole record (a torn write) is skipped, noted."""
-    path = Path(run_dir) / METRICS_FILE
+def read_json_lines(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """The JSON objects of a JSON-lines file, in order, and how many non-blank lines were not one (torn writes)."""
+    path = Path(path)
     if not path.is_file():
-        return []
+        return [], 0
     records, torn = [], 0
     with open(path) as f:
         for line in f:
@@ -33,10 +33,19 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
             except json.JSONDecodeError:
                 torn += 1
                 continue
-            if isinstance(record, dict) and isinstance(record.get("step"), int):
+            if isinstance(record, dict):
                 records.append(record)
             else:
                 torn += 1
+    return records, torn
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """All logged records of a run, in order; a line that is not a whole record (a torn write) is skipped, noted."""
+    path = Path(run_dir) / METRICS_FILE
+    objects, torn = read_json_lines(path)
+    records = [r for r in objects if isinstance(r.get("step"), int)]
+    torn += len(objects) - len(records)
     if torn:
         print(f"note: skipped {torn} torn line{'s' * (torn > 1)} in {path}", file=sys.stderr)
     return records

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from flowrl.config import REPO_ROOT
+from flowrl.logger import read_json_lines
 
 FILE = "provenance.jsonl"
 _PACKAGES = ("flowrl-kit", "torch", "mujoco", "envpool", "dm_control", "gin-config", "numpy")
@@ -63,15 +64,4 @@ def append(run_dir: Path, entry: dict) -> None:
 
 def read(run_dir: Path) -> list[dict]:
     """The run's provenance lines, oldest first (an unreadable line is skipped)."""
-    path = Path(run_dir) / FILE
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(entry, dict):
-            out.append(entry)
-    return out
+    return read_json_lines(Path(run_dir) / FILE)[0]

@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import shutil
 from pathlib import Path
 
 from flowrl.errors import UserError
 
 LOCK_FILE = ".lock"
+
+
+def slug(name: str) -> str:
+    """A task name as one file-name component: ``dmc/cheetah-run`` -> ``dmc-cheetah-run``."""
+    return re.sub(r"[^\w.-]+", "-", name).strip("-")
 
 
 class RunFolder:

@@ -15,15 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from flowrl.cli import OneLineParser, run_main  # noqa: E402
+from flowrl.cli import OneLineParser, positive_int, run_main  # noqa: E402
 from flowrl.sweep import run_sweep  # noqa: E402
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError(text)
-    return value
 
 
 def build_parser() -> OneLineParser:
@@ -36,11 +29,11 @@ def build_parser() -> OneLineParser:
     p.add_argument("--seeds", default="0", help="seeds, e.g. 0-4 or 0,1,2 (default 0)")
     p.add_argument("--bind", action="append", default=[], metavar="BINDING", help="gin binding for every trial")
     p.add_argument("--out", type=Path, required=True, help="sweep folder (plan, trial folders)")
-    p.add_argument("--threads", type=_positive, default=1, help="torch threads (CPUs) per trial (default 1)")
-    p.add_argument("--parallel", type=_positive, help="embedded: trials at once (default cores // --threads)")
+    p.add_argument("--threads", type=positive_int, default=1, help="torch threads (CPUs) per trial (default 1)")
+    p.add_argument("--parallel", type=positive_int, help="embedded: trials at once (default cores // --threads)")
     p.add_argument("--ray", action="store_true", help="run the trials on a new local Ray instance")
     p.add_argument("--ray-address", metavar="ADDR", help="run on the Ray cluster at ADDR (HOST:PORT, or auto)")
-    p.add_argument("--ray-cpus", type=_positive, help="--ray: CPUs of the local Ray instance (default all cores)")
+    p.add_argument("--ray-cpus", type=positive_int, help="--ray: CPUs of the local Ray instance (default all cores)")
     p.add_argument("--gpus", type=float, default=0.0, help="Ray: GPUs per trial (default 0)")
     p.add_argument("--max-retries", type=int, default=3, help="times a stopped or killed trial is resumed (default 3)")
     p.add_argument("--shard", metavar="K/N", help="run only the K-th of N disjoint shares of the trials (0 <= K < N), "

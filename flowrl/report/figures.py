@@ -3,7 +3,6 @@ probability-of-improvement plots across tasks. ``draw(result, runs, out)`` retur
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Sequence
 
@@ -11,12 +10,9 @@ import numpy as np
 
 from flowrl.report import stats
 from flowrl.report.runs import Run, group
+from flowrl.run_folder import slug
 
 _SEP = "|"  # joins a pair of variant names for rliable's probability-of-improvement plot
-
-
-def _slug(task: str) -> str:
-    return re.sub(r"[^\w.-]+", "-", task).strip("-")
 
 
 def _wrap(variant: str, width: int = 40) -> str:
@@ -51,7 +47,7 @@ def draw(result: dict, runs: Sequence[Run], out: Path) -> dict[str, str]:
         ax.set(title=task, xlabel="env steps", ylabel="eval return (mean, 95% CI)")
         ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))  # outside: names can be long
         ax.grid(alpha=0.3)
-        written[task] = f"curves_{_slug(task)}.png"
+        written[task] = f"curves_{slug(task)}.png"
         fig.savefig(out / written[task], dpi=110, bbox_inches="tight")
         plt.close(fig)
 

@@ -122,11 +122,11 @@ def _code(entry: dict) -> str:
     return "not a git checkout" if not commit else commit[:7] + ("+dirty" if entry.get("dirty") else "")
 
 
-# What a report compares across runs: code version and the packages that change numbers.
 def _package(name: str):
     return lambda e: (e.get("packages") or {}).get(name) or "not installed"
 
 
+# What a report compares across runs: code version and the packages that change numbers.
 PROVENANCE_FIELDS = {"code": _code, "torch": _package("torch"), "mujoco": _package("mujoco")}
 
 

@@ -20,6 +20,7 @@ from typing import Sequence
 
 from flowrl.config import REPO_ROOT, parse
 from flowrl.errors import UserError
+from flowrl.run_folder import slug
 
 PLAN_FILE = "sweep.json"
 BASE = "base"
@@ -39,7 +40,7 @@ class Trial:
 
     @property
     def id(self) -> str:
-        return f"{_slug(self.task)}/{self.variant}/s{self.seed}"
+        return f"{slug(self.task)}/{self.variant}/s{self.seed}"
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -68,10 +69,6 @@ def parse_shard(text: str) -> tuple[int, int]:
 def shard(trials: Sequence[Trial], k: int, n: int) -> list[Trial]:
     """Every ``n``-th trial of the plan from the ``k``-th: N shards together hold each trial exactly once."""
     return [t for i, t in enumerate(trials) if i % n == k]
-
-
-def _slug(task: str) -> str:
-    return re.sub(r"[^\w.-]+", "-", task).strip("-")
 
 
 def _stem(path: str) -> str:
@@ -160,7 +157,7 @@ def expand(base: Sequence[str], factors: Sequence[Sequence[str]], tasks: Sequenc
                 raise UserError("the base config names no task; fix: --tasks dmc/cheetah-run (or a task gin file)")
             total = int(_query("Trainer.total_steps", Trainer.__init__))
             for seed in seeds:
-                run_dir = Path(out) / _slug(task) / name / f"s{seed}"
+                run_dir = Path(out) / slug(task) / name / f"s{seed}"
                 trials.append(Trial(task, name, seed, str(run_dir.resolve()), files, binds, total))
     ids = [t.id for t in trials]
     if len(set(ids)) != len(ids):
