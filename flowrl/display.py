@@ -18,14 +18,16 @@ from rich.text import Text
 
 
 class _Rate(ProgressColumn):
-    """A task's speed over the recent window."""
+    """A task's speed over the recent window: the row's own task, or the task ``of`` returns (at every refresh, so
+    a rate shows as soon as its task moves, not at the next report)."""
 
-    def __init__(self, unit: str):
+    def __init__(self, unit: str, of: Optional[Callable[[], Task]] = None):
         super().__init__()
-        self.unit = unit
+        self.unit, self.of = unit, of
 
     def render(self, task: Task) -> Text:
-        return Text(_rate(task.speed, self.unit), style="progress.data.speed")
+        speed = (self.of() if self.of is not None else task).speed
+        return Text(_rate(speed, self.unit), style="progress.data.speed")
 
 
 def _rate(speed: Optional[float], unit: str) -> str:
@@ -56,7 +58,7 @@ class Progress:
         self.bar = RichProgress(
             TextColumn("[bold]flowrl"), BarColumn(bar_width=20), TextColumn("{task.completed:,.0f}/{task.total:,.0f}"),
             _Rate("steps"), TextColumn("ETA"), TimeRemainingColumn(), TextColumn("elapsed"), TimeElapsedColumn(),
-            TextColumn("{task.fields[info]}"),
+            _Rate("updates", of=lambda: self.bar.tasks[self.updates]), TextColumn("{task.fields[info]}"),
             console=self.console, speed_estimate_period=window, refresh_per_second=2, disable=not self.live,
             get_time=clock,
         )  # fmt: skip
@@ -90,8 +92,7 @@ class Progress:
         self.tick(step, updates, force=True)
         eval_str = "-" if self.last_eval is None else f"{self.last_eval:.1f}"
         if self.live:
-            info = f"{_rate(self.updates_per_second, 'updates')}  eval {eval_str}"
-            self.bar.update(self.steps, info=info)
+            self.bar.update(self.steps, info=f"eval {eval_str}")
         else:
             self.console.print(
                 f"step {step:,}/{self.total:,}  {_rate(self.steps_per_second, 'steps')}  "

@@ -74,3 +74,15 @@ def test_the_trainer_takes_one_thread_when_the_cores_are_busy(tmp_path, monkeypa
     Trainer(tmp_path, env_fn=functools.partial(make_env, task="dmc/cheetah-run"), num_threads=3,
             buffer=functools.partial(ReplayBuffer, capacity=100), display=False)._close_env()
     assert chosen == [3]  # a bound Trainer.num_threads is kept as it is
+
+
+def test_the_bar_shows_the_update_rate_as_soon_as_updates_run():
+    # Issue 19: it read "? updates/s" from the end of the warm-up until the next log line, minutes on humanoid-run.
+    clock = [0.0]
+    out = io.StringIO()
+    progress = Progress(50_000, live=True, clock=lambda: clock[0],
+                        console=Console(file=out, force_terminal=True, width=160))
+    step, updates = _warmup_then_updates(progress, clock)  # ticks only: no report (log line) since the start
+    progress.bar.refresh()
+    progress.close()
+    assert "100.0 updates/s" in out.getvalue()
