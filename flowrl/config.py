@@ -1,11 +1,14 @@
 """Strict gin parsing with one-line errors, and the registry of everything a config may reference.
 
-Config files are looked up relative to the working directory, then relative to the repository root, so
-``include 'gin/flowrl_base.gin'`` works from anywhere.
+Config files are looked up as paths (relative to the working directory), then by name in the shipped config tree
+(:func:`find_gin`): ``gin/flowrl_humanoid.gin``, ``flowrl_humanoid.gin`` or a file name unique in the tree work from
+any folder, in a checkout and in an installed wheel (which carries the tree as ``flowrl/gin``). ``include
+'gin/...'`` lines inside configs resolve the same way.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Sequence
 
@@ -14,6 +17,40 @@ import gin
 from flowrl.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_ROOT = Path(__file__).resolve().parent
+
+
+class _GinPackagePathProbe(logging.Filter):
+    """Drops gin's 'Path not found' log lines: gin also tries ``gin/...`` as a Python package path ("gin" is
+    gin-config's own package name) and logs an error before it finds the file on the search path."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.pathname.endswith("resource_reader.py")
+
+
+logging.getLogger().addFilter(_GinPackagePathProbe())
+
+
+def gin_home() -> Path:
+    """The folder holding the shipped ``gin/`` tree: the installed package (a wheel), else the repository."""
+    return PACKAGE_ROOT if (PACKAGE_ROOT / "gin").is_dir() else REPO_ROOT
+
+
+def find_gin(name: str | Path) -> Path | None:
+    """The config file or folder ``name`` names: a path, else a path relative to :func:`gin_home` or its ``gin/``,
+    else a file name found once anywhere in the shipped tree (whatever its layout); None if none is found."""
+    path, home = Path(name), gin_home()
+    for candidate in (path, home / path, home / "gin" / path):
+        if candidate.exists():
+            return candidate
+    if len(path.parts) == 1 and path.suffix == ".gin":
+        matches = sorted((home / "gin").rglob(path.name))
+        if len(matches) > 1:
+            names = ", ".join(str(m.relative_to(home)) for m in matches)
+            raise UserError(f"gin file name '{name}' is ambiguous ({names}); fix: pass one of these paths")
+        if matches:
+            return matches[0]
+    return None
 
 
 def register_all() -> None:
@@ -43,16 +80,18 @@ def parse(files: Sequence[str], bindings: Sequence[str] = ()) -> None:
     """Parse ``files`` then ``bindings`` strictly (unknown names are errors); raise a one-line :class:`UserError`."""
     register_all()
     gin.clear_config()
-    gin.add_config_file_search_path(str(REPO_ROOT))
+    gin.add_config_file_search_path(str(gin_home()))
+    paths = []
     for f in files:
-        found = next((p for p in (Path(f), REPO_ROOT / f) if p.exists()), None)
+        found = find_gin(f)
         if found is None:
             raise UserError(f"gin file '{f}' not found; fix: pass a path such as gin/flowrl_humanoid.gin")
         if found.is_dir():
             inside = sorted(found.glob("*.gin"))
             example = Path(f) / inside[0].name if inside else "gin/flowrl_humanoid.gin"
             raise UserError(f"gin file '{f}' is a directory; fix: name a .gin file, e.g. --gin {example}")
+        paths.append(str(found))
     try:
-        gin.parse_config_files_and_bindings(list(files), list(bindings), finalize_config=False, skip_unknown=False)
+        gin.parse_config_files_and_bindings(paths, list(bindings), finalize_config=False, skip_unknown=False)
     except (ValueError, SyntaxError, OSError, KeyError, TypeError) as e:
         raise UserError(f"bad gin config: {_one_line(e)}; fix: check the name and syntax against the shipped gin/ files") from e

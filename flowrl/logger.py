@@ -1,21 +1,27 @@
-"""Run logs: every scalar as one JSON line with its env step (``metrics.jsonl``), and TensorBoard event files.
+"""Run logs: every scalar as one JSON line with its env step (``metrics.jsonl``), the same as a table
+(``metrics.csv``), and TensorBoard event files.
 
 ``metrics.jsonl`` lines look like ``{"step": 10000, "eval/return_mean": 312.5, ...}``; ``tools/plot.py`` reads them.
-Each start rewrites the file to exactly one history: a resume keeps the lines up to the checkpoint's step and drops
+``metrics.csv`` has one row per line of ``metrics.jsonl``, in order; its columns are ``step`` and then every key
+logged so far, in the order first seen, and a cell is empty where its line has no value (or a non-finite one).
+Each start rewrites both files to exactly one history: a resume keeps the lines up to the checkpoint's step and drops
 those the interrupted run logged after it; a fresh start (a run killed before its first checkpoint, started again)
 keeps none. A torn last line (a kill mid-write) is dropped when read. TensorBoard is told the same (``purge_step``).
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import math
+import os
 import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
 METRICS_FILE = "metrics.jsonl"
+CSV_FILE = "metrics.csv"
 
 
 def read_json_lines(path: Path) -> tuple[list[dict[str, Any]], int]:
@@ -51,8 +57,26 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return records
 
 
+def write_csv(path: Path, records: list[dict[str, Any]]) -> list[str]:
+    """Write ``records`` as a CSV table (atomically); returns its columns: ``step``, then keys in first-seen order."""
+    columns = list(dict.fromkeys(["step", *(k for r in records for k in r)]))
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        writer.writerows(_row(r, columns) for r in records)
+    os.replace(tmp, path)
+    return columns
+
+
+def _row(record: dict[str, Any], columns: list[str]) -> list[Any]:
+    return ["" if record.get(c) is None else record[c] for c in columns]
+
+
 class MetricsLogger:
-    """Appends scalars to ``run_dir/metrics.jsonl`` and, when tensorboard is installed, to ``run_dir/tb``."""
+    """Appends scalars to ``run_dir/metrics.jsonl`` and ``run_dir/metrics.csv`` and, when tensorboard is installed,
+    to ``run_dir/tb``."""
 
     def __init__(self, run_dir: Path, resume_step: int | None = None, tensorboard: bool = True):
         """``resume_step``: the env step training continues from (None or 0: a fresh start, no earlier lines kept)."""
@@ -64,6 +88,11 @@ class MetricsLogger:
             f.writelines(json.dumps(r) + "\n" for r in kept)
         tmp.replace(self.path)  # atomic: a kill here leaves the old or the new history, never half of one
         self.file = open(self.path, "a")
+        # The CSV is rewritten whole when a new key adds a column (a handful of times per run), else appended to.
+        self.records, self.csv_path = kept, Path(run_dir) / CSV_FILE
+        self.columns = write_csv(self.csv_path, kept)
+        self.csv_file = open(self.csv_path, "a", newline="")
+        self.csv_writer = csv.writer(self.csv_file)
         self.writer = None
         if tensorboard:
             try:
@@ -79,11 +108,21 @@ class MetricsLogger:
         record.update({k: (float(v) if math.isfinite(float(v)) else None) for k, v in scalars.items()})
         self.file.write(json.dumps(record) + "\n")
         self.file.flush()
+        self.records.append(record)
+        if set(record) <= set(self.columns):
+            self.csv_writer.writerow(_row(record, self.columns))
+            self.csv_file.flush()
+        else:
+            self.csv_file.close()
+            self.columns = write_csv(self.csv_path, self.records)
+            self.csv_file = open(self.csv_path, "a", newline="")
+            self.csv_writer = csv.writer(self.csv_file)
         if self.writer is not None:
             for k, v in scalars.items():
                 self.writer.add_scalar(k, float(v), int(step))
 
     def close(self) -> None:
         self.file.close()
+        self.csv_file.close()
         if self.writer is not None:
             self.writer.close()

@@ -18,14 +18,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
+from flowrl import bindings as run_bindings  # noqa: E402
 from flowrl.cli import OneLineParser, run_main  # noqa: E402
 from flowrl.config import REPO_ROOT  # noqa: E402
 from flowrl.errors import UserError  # noqa: E402
 from flowrl.logger import read_metrics  # noqa: E402
 
 # How a run ran, not what it learned: never a reason to split curves.
-IGNORED = {"Trainer.seed", "Trainer.device", "Trainer.display", "Trainer.num_threads"}
-_BINDING = re.compile(r"^([\w./]+)\s*=\s*(.*)$")
+IGNORED = {"Trainer.seed", "Trainer.device", "Trainer.display", "Trainer.num_threads", "Trainer.wandb",
+           "Trainer.video_every"}
 
 
 def curve(run_dir: Path, metric: str) -> tuple[np.ndarray, np.ndarray] | None:
@@ -38,24 +39,16 @@ def curve(run_dir: Path, metric: str) -> tuple[np.ndarray, np.ndarray] | None:
 
 
 def bindings(text: str) -> dict[str, str]:
-    """``{'Configurable.param': value text}`` of a gin file's text (values continued over lines are joined)."""
-    found: dict[str, str] = {}
-    name = None
-    for line in text.splitlines():
-        if not line.strip() or line.lstrip().startswith(("#", "include", "import")):
-            continue
-        match = _BINDING.match(line)
-        if match:
-            name = match.group(1)
-            found[name] = match.group(2).strip()
-        elif name is not None:
-            found[name] += " " + line.strip()
-    return found
+    """``{'Configurable.param': value text}`` of a gin file's text (includes are not followed)."""
+    try:
+        return {k: run_bindings.text(v) for k, v in run_bindings.parse(text).items()}
+    except (SyntaxError, ValueError):
+        return {}
 
 
 def run_config(run_dir: Path) -> dict[str, str]:
-    config = Path(run_dir) / "config.gin"
-    return bindings(config.read_text()) if config.is_file() else {}
+    """The run's bindings as value texts, from ``bindings.json`` (or, in older runs, ``config.gin``)."""
+    return {k: run_bindings.text(v) for k, v in run_bindings.read(run_dir).items()}
 
 
 def overlays(run_dir: Path) -> list[str]:

@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import gin  # noqa: E402
 
+from flowrl import bindings as run_bindings  # noqa: E402
 from flowrl import provenance  # noqa: E402
 from flowrl.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, require  # noqa: E402
 from flowrl.checks import bound_values, check_config, check_resume, value_of  # noqa: E402
@@ -88,7 +89,9 @@ def main() -> int:
             trainer.load(checkpoint, state)
             state = None  # the buffer's copy can be gigabytes
             print(f"resuming {run_dir} from {checkpoint.name} (env step {trainer.env_steps:,})", file=sys.stderr)
-        folder.write_text("config.gin", gin.operative_config_str())
+        config_text = gin.operative_config_str()
+        folder.write_text("config.gin", config_text)
+        run_bindings.write(run_dir, config_text)
         with open(run_dir / "command.txt", "a") as f:
             f.write(shlex.join([sys.executable, *sys.argv]) + "\n")
         provenance.append(run_dir, provenance.record(trainer.device, trainer.bf16_autocast, trainer.compiled))

@@ -1,9 +1,10 @@
 """Find run folders, read their eval curves, and group them by task and variant.
 
 A run folder is any folder with ``config.gin`` and ``metrics.jsonl`` (sweep trials, benchmark runs, runs started by
-hand). The task and seed come from ``config.gin``. The variant comes from the run's first command line
-(``command.txt``): its overlays (``--gin`` files other than task configs, named by stem) and ``--bind`` values,
-in order, less those every run shares; a run with nothing left is ``base``. So a sweep's trials get the sweep's
+hand). The task and seed come from the run's bindings (``bindings.json``; ``config.gin`` in older folders). The
+variant comes from the run's first command line (``command.txt``): its overlays (``--gin`` files other than task
+configs, named by stem) and ``--bind`` values, in order, less those every run shares; a run with nothing left is
+``base``. So a sweep's trials get the sweep's
 variant names, and hand-started runs get names such as ``reg_kl`` or ``MLPVelocity.hidden=32``.
 """
 
@@ -18,8 +19,8 @@ from typing import Sequence
 
 import numpy as np
 
-from flowrl import provenance
-from flowrl.config import REPO_ROOT
+from flowrl import bindings, provenance
+from flowrl.config import find_gin
 from flowrl.errors import UserError
 from flowrl.logger import read_metrics
 
@@ -27,9 +28,7 @@ METRIC = "eval/return_mean"
 BASE = "base"
 # Bindings that say how or where a run ran, not what it is; they never make a variant.
 _IGNORED = {"Trainer.seed", "make_env.task", "Trainer.num_threads", "Trainer.display", "Trainer.device",
-            "EnvpoolDMC.num_threads"}
-_TASK = re.compile(r"^make_env\.task\s*=\s*['\"]([^'\"]+)['\"]", re.M)
-_SEED = re.compile(r"^Trainer\.seed\s*=\s*(\d+)", re.M)
+            "EnvpoolDMC.num_threads", "Trainer.wandb", "Trainer.video_every"}
 
 
 @dataclass
@@ -82,18 +81,18 @@ def find_runs(paths: Sequence[Path]) -> list[Path]:
 
 
 def _sets_task(gin_file: str) -> bool:
-    for candidate in (Path(gin_file), REPO_ROOT / gin_file):
-        if candidate.is_file():
-            return bool(_TASK.search(candidate.read_text()))
-    return False
+    try:
+        found = find_gin(gin_file)
+    except UserError:  # a name found twice in the shipped tree
+        return False
+    return found is not None and found.is_file() and "make_env.task" in bindings.parse_file(found)
 
 
-def _items(run_dir: Path, config: str) -> tuple[str, ...]:
+def _items(run_dir: Path, config: dict) -> tuple[str, ...]:
     command = run_dir / "command.txt"
     lines = command.read_text().splitlines() if command.is_file() else []
     if not lines:  # no command line: every binding of the operative config is an item
-        return tuple(re.sub(r"\s+", "", line) for line in config.splitlines()
-                     if re.match(r"^[\w./]+\s*=", line) and line.split("=")[0].strip() not in _IGNORED)
+        return tuple(k + "=" + re.sub(r"\s+", "", bindings.text(v)) for k, v in config.items() if k not in _IGNORED)
     args, items = shlex.split(lines[0]), []
     for flag, value in zip(args, args[1:]):
         if flag == "--gin" and not _sets_task(value):
@@ -105,15 +104,16 @@ def _items(run_dir: Path, config: str) -> tuple[str, ...]:
 
 def load_run(run_dir: Path) -> Run | None:
     """The run in ``run_dir``, or None (with a note) when it has no evaluation yet."""
-    config = (run_dir / "config.gin").read_text()
-    task, seed = _TASK.search(config), _SEED.search(config)
+    config = bindings.read(run_dir)
+    task, seed = config.get("make_env.task"), config.get("Trainer.seed", 0)
     rows = [(r["step"], r[METRIC]) for r in read_metrics(run_dir) if r.get(METRIC) is not None]
-    if task is None or not rows:
-        print(f"note: skipped {run_dir}: {'no task in config.gin' if task is None else 'no evaluation yet'}",
+    if not isinstance(task, str) or not rows:
+        print(f"note: skipped {run_dir}: {'no task in its config' if not isinstance(task, str) else 'no evaluation yet'}",
               file=sys.stderr)
         return None
     steps, returns = (np.asarray(x, dtype=float) for x in zip(*sorted(dict(rows).items())))
-    return Run(run_dir, task.group(1), int(seed.group(1)) if seed else 0, _items(run_dir, config), steps, returns,
+    seed = seed if isinstance(seed, int) and not isinstance(seed, bool) else 0
+    return Run(run_dir, task, seed, _items(run_dir, config), steps, returns,
                provenance=summarise(provenance.read(run_dir)))
 
 
