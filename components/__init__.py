@@ -1,5 +1,5 @@
-"""flowrl's building blocks: velocity networks, ODE integrators, flow, Gaussian and deterministic policies, an entropy
-temperature, regularizers, critics, buffers.
+"""flowrl's building blocks: velocity networks, ODE integrators, flow, diffusion, Gaussian and deterministic policies,
+best-of-N action selection, an entropy temperature, regularizers, critics, buffers.
 
 Depends on torch, einops and gin only, never on ``flowrl``: import any piece into your own agent.
 Every class and function is registered with gin and works as plain Python without a config.
@@ -11,13 +11,23 @@ from components.critics import (
     QEnsemble,
     RandomSubsetMin,
     ValueNetwork,
+    ensemble_td_loss,
     expectile_loss,
+    frozen,
     mean_aggregate,
     min_aggregate,
     polyak_update,
 )
 from components.deterministic_policy import DeterministicPolicy
-from components.ensemble import EnsembleLayerNorm, EnsembleLinear, EnsembleMLP
+from components.diffusion import (
+    DiffusionPolicy,
+    DiffusionSchedule,
+    NoiseMLP,
+    cosine_beta_schedule,
+    linear_beta_schedule,
+    vp_beta_schedule,
+)
+from components.ensemble import EnsembleFeedForward, EnsembleLayerNorm, EnsembleLinear, EnsembleMLP
 from components.flow_matching import flow_matching_loss
 from components.gaussian_policy import GaussianPolicy
 from components.integrators import ODESolver, euler_step, heun_step, integrate, midpoint_step, rk4_step
@@ -30,6 +40,7 @@ from components.regularizers import (
     W2Regularizer,
 )
 from components.samplers import RecentMixSampler, UniformSampler
+from components.selectors import BestOfN, Candidates, best_of_n, q_advantage_weights
 from components.temperature import Temperature
 from components.velocity import MLPVelocity, ResidualVelocity, SinusoidalTimeEmbedding
 

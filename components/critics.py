@@ -1,8 +1,10 @@
-"""Critics: a Q ensemble, a state-value network, ensemble aggregations, the expectile loss, Polyak averaging."""
+"""Critics: a Q ensemble, a state-value network, ensemble aggregations, the ensemble TD and expectile losses, Polyak
+averaging, and a context that freezes a critic while an actor's loss backpropagates through it."""
 
 from __future__ import annotations
 
-from typing import Iterable
+import contextlib
+from typing import Callable, Iterable, Iterator
 
 import gin
 import torch
@@ -23,11 +25,23 @@ class QEnsemble(nn.Module):
         q = QEnsemble(obs_dim=67, act_dim=21, num_members=10, hidden=256)
         values = q(torch.zeros(32, 67), torch.zeros(32, 21))   # (10, 32, 1)
         pessimistic = min_aggregate(values)                    # (32, 1)
+
+    Args:
+        body: factory ``(num_members, in_features, out_features, hidden=, depth=) -> module (B, in) -> (E, B, out)``;
+            :class:`EnsembleMLP` (FlowRL's LayerNorm body) by default, :class:`EnsembleFeedForward` for a plain MLP.
     """
 
-    def __init__(self, obs_dim: int, act_dim: int, num_members: int = 2, hidden: int = 512, depth: int = 3):
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        num_members: int = 2,
+        hidden: int = 512,
+        depth: int = 3,
+        body: Callable[..., nn.Module] = EnsembleMLP,
+    ):
         super().__init__()
-        self.body = EnsembleMLP(num_members, obs_dim + act_dim, 1, hidden=hidden, depth=depth)
+        self.body = body(num_members, obs_dim + act_dim, 1, hidden=hidden, depth=depth)
         self.num_members = num_members
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
@@ -72,6 +86,34 @@ class RandomSubsetMin:
             raise ValueError(f"RandomSubsetMin: subset of {self.subset_size} from an ensemble of {values.shape[0]}")
         idx = torch.randperm(values.shape[0], device=values.device)[: self.subset_size]
         return values.index_select(0, idx).min(dim=0).values
+
+
+def ensemble_td_loss(q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Sum over members of each member's mean squared TD error: ``q (E, B, 1)``, ``target (B, 1)`` -> scalar.
+
+    Equals ``sum_i F.mse_loss(q_i, target)``, the twin-critic loss of SAC, TD3, FlowRL and QVPO.
+    """
+    return (q - target).square().mean(dim=(1, 2)).sum()
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module) -> Iterator[nn.Module]:
+    """Within the block ``module``'s parameters take no gradient; each regains its own ``requires_grad`` after.
+
+    For an actor loss through a critic: the gradient reaches the action, not the critic's weights::
+
+        with frozen(critic):
+            q = critic(obs, policy.sample(obs))
+    """
+    params = list(module.parameters())
+    saved = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for p, flag in zip(params, saved):
+            p.requires_grad_(flag)
 
 
 def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:

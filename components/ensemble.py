@@ -7,9 +7,14 @@ from __future__ import annotations
 
 import math
 
+import gin
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+# Activations a config may name: ``EnsembleFeedForward.activation = @torch.nn.Mish``.
+for _activation in (nn.ReLU, nn.Mish, nn.GELU, nn.ELU, nn.SiLU, nn.Tanh):
+    gin.external_configurable(_activation, module="torch.nn")
 
 
 class EnsembleLinear(nn.Module):
@@ -68,6 +73,42 @@ class EnsembleMLP(nn.Module):
         layers.append(EnsembleLinear(num_members, hidden, out_features))
         self.net = nn.Sequential(*layers)
         self.num_members = num_members
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+@gin.configurable
+class EnsembleFeedForward(nn.Module):
+    """A plain MLP batched over ``E`` members: ``[Linear(H) -> act] * depth -> Linear(out)``, no normalisation.
+
+    The DIPO / QVPO critic (``depth=3``, Mish). Weights start ``N(0, 1 / (2 sqrt(in)))`` with zero biases, the
+    init those references' ``init_weights`` leaves in place (its truncation loop never writes back).
+    ``(B, in)`` or ``(E, B, in)`` -> ``(E, B, out)``.
+    """
+
+    def __init__(
+        self,
+        num_members: int,
+        in_features: int,
+        out_features: int = 1,
+        hidden: int = 256,
+        depth: int = 3,
+        activation: type[nn.Module] = nn.ReLU,
+    ):
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = in_features
+        for _ in range(depth):
+            layers += [EnsembleLinear(num_members, width, hidden), activation()]
+            width = hidden
+        layers.append(EnsembleLinear(num_members, width, out_features))
+        self.net = nn.Sequential(*layers)
+        self.num_members = num_members
+        for layer in self.net:
+            if isinstance(layer, EnsembleLinear):
+                nn.init.normal_(layer.weight, 0.0, 1.0 / (2.0 * math.sqrt(layer.weight.shape[1])))
+                nn.init.zeros_(layer.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

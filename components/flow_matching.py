@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
-from components.policy import FlowPolicy
+if TYPE_CHECKING:
+    from components.policy import FlowPolicy
 
 _ATANH_LIMIT = 1.0 - 1e-6
 
 
 def flow_matching_loss(
-    policy: FlowPolicy,
+    policy: "FlowPolicy",
     obs: torch.Tensor,
     action: torch.Tensor,
     noise: torch.Tensor | None = None,

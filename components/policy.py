@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from components.bounds import ActionBounds
+from components.flow_matching import flow_matching_loss
 from components.integrators import ODESolver
 from components.velocity import MLPVelocity
 
@@ -29,6 +30,8 @@ class FlowPolicy(nn.Module):
         solver: callable ``(velocity_fn, x0) -> x1``, for example :class:`ODESolver`.
         clip_noise: clip the base noise to [-1, 1], as the reference does.
         action_low, action_high: the action bounds (scalars or ``(act_dim,)``).
+        pre_tanh_target: :meth:`matching_loss` targets ``atanh(action)``, the flow's own (pre-tanh) endpoint. The
+            reference (default False) targets the post-tanh action.
 
     Example::
 
@@ -46,6 +49,7 @@ class FlowPolicy(nn.Module):
         clip_noise: bool = True,
         action_low: Union[float, torch.Tensor] = -1.0,
         action_high: Union[float, torch.Tensor] = 1.0,
+        pre_tanh_target: bool = False,
     ):
         super().__init__()
         self.obs_dim, self.act_dim = obs_dim, act_dim
@@ -53,6 +57,7 @@ class FlowPolicy(nn.Module):
         self.solver = solver if solver is not None else ODESolver()
         self.clip_noise = clip_noise
         self.bounds = ActionBounds(act_dim, action_low, action_high)
+        self.pre_tanh_target = pre_tanh_target
 
     def base_noise(self, batch: int, like: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Base noise ``a0 ~ N(0, I)`` of shape ``(batch, act_dim)``, clipped to [-1, 1] if ``clip_noise``."""
@@ -74,6 +79,13 @@ class FlowPolicy(nn.Module):
         """Actions ``(B, act_dim)`` without gradients; ``deterministic`` integrates from zero noise."""
         noise = torch.zeros(obs.shape[0], self.act_dim, device=obs.device, dtype=obs.dtype) if deterministic else None
         return self.sample(obs, noise)
+
+    def matching_loss(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """Per-sample conditional flow-matching loss ``(B,)`` toward ``action (B, act_dim)`` (in the bounds).
+
+        The policy-agnostic hook of the regularizers: a diffusion policy answers with its denoising loss.
+        """
+        return flow_matching_loss(self, obs, action, pre_tanh_target=self.pre_tanh_target)
 
     def to_unit(self, action: torch.Tensor) -> torch.Tensor:
         """Map actions from the bounds back to [-1, 1] (the tanh range the flow targets)."""

@@ -1,6 +1,8 @@
-"""Divergence regularizers for the flow policy's objective, one interface: ``reg(policy, inputs) -> (loss, info)``.
+"""Divergence regularizers for an expressive policy's objective, one interface: ``reg(policy, inputs) -> (loss, info)``.
 
-Each keeps the policy near a target distribution of replay actions through a (weighted) flow-matching loss:
+Each keeps the policy near a target distribution of replay actions through a (weighted) matching loss, the policy's
+own ``policy.matching_loss(obs, action) -> (B,)`` (conditional flow matching for :class:`FlowPolicy`, the denoising
+loss for :class:`DiffusionPolicy`), so every regularizer works on either policy kind:
 ``W2Regularizer`` toward buffer actions that beat the current policy (FlowRL), ``KLRegularizer`` toward
 advantage-weighted buffer actions, ``BCRegularizer`` toward all buffer actions, ``NoRegularizer`` not at all.
 A regularizer lists in ``needs`` which optional critic values (``q_behaviour``, ``value``) it reads, so an agent
@@ -10,15 +12,25 @@ computes only those.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Protocol
 
 import gin
 import torch
 
-from components.flow_matching import flow_matching_loss
-from components.policy import FlowPolicy
-
 Info = dict[str, torch.Tensor]
+
+
+class MatchingPolicy(Protocol):
+    """What a regularizer needs of a policy: a per-sample matching loss ``(B,)`` toward actions ``(B, act_dim)``."""
+
+    def matching_loss(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor: ...
+
+
+def _moved_pre_tanh_target(owner: str, value: bool) -> None:
+    """Run folders made before the matching loss moved onto the policy bind ``<Regularizer>.pre_tanh_target``
+    (False, the default) in their config.gin; accept that, refuse True with the new binding."""
+    if value:
+        raise ValueError(f"{owner}.pre_tanh_target moved to the policy; fix: bind FlowPolicy.pre_tanh_target = True")
 
 
 @dataclass
@@ -66,9 +78,9 @@ class W2Regularizer:
         max_weight: float = 1.0,
         pre_tanh_target: bool = False,
     ):
+        _moved_pre_tanh_target("W2Regularizer", pre_tanh_target)
         self.lam, self.per_sample = lam, per_sample
         self.min_weight, self.max_weight = min_weight, max_weight
-        self.pre_tanh_target = pre_tanh_target
 
     def weights(self, q_behaviour: torch.Tensor, q_policy: torch.Tensor) -> torch.Tensor:
         """Per-sample weights ``(B,)`` from ``(B, 1)`` critic values."""
@@ -78,9 +90,9 @@ class W2Regularizer:
         r = torch.relu(diff)
         return (self.lam * torch.exp(r - r.mean())).clamp(self.min_weight, self.max_weight)
 
-    def __call__(self, policy: FlowPolicy, inputs: RegularizerInputs) -> tuple[torch.Tensor, Info]:
+    def __call__(self, policy: MatchingPolicy, inputs: RegularizerInputs) -> tuple[torch.Tensor, Info]:
         w = self.weights(inputs.q_behaviour, inputs.q_policy)
-        fm = flow_matching_loss(policy, inputs.obs, inputs.action, pre_tanh_target=self.pre_tanh_target)
+        fm = policy.matching_loss(inputs.obs, inputs.action)
         loss = (w * fm).mean() if self.per_sample else w.mean() * fm.mean()
         info = {"loss": loss.detach(), "fm": fm.mean().detach(), "weight_mean": w.mean(), "weight_max": w.max()}
         return loss, info
@@ -97,16 +109,16 @@ class KLRegularizer:
     needs = frozenset({"q_behaviour", "value"})
 
     def __init__(self, beta: float = 1.0, max_weight: float = 100.0, coef: float = 0.1, pre_tanh_target: bool = False):
+        _moved_pre_tanh_target("KLRegularizer", pre_tanh_target)
         self.beta, self.max_weight, self.coef = beta, max_weight, coef
-        self.pre_tanh_target = pre_tanh_target
 
     def weights(self, q_behaviour: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
         """Per-sample weights ``(B,)`` from ``(B, 1)`` advantages' parts."""
         return torch.exp(self.beta * (q_behaviour - value).squeeze(-1)).clamp(max=self.max_weight)
 
-    def __call__(self, policy: FlowPolicy, inputs: RegularizerInputs) -> tuple[torch.Tensor, Info]:
+    def __call__(self, policy: MatchingPolicy, inputs: RegularizerInputs) -> tuple[torch.Tensor, Info]:
         w = self.weights(inputs.q_behaviour, inputs.value)
-        fm = flow_matching_loss(policy, inputs.obs, inputs.action, pre_tanh_target=self.pre_tanh_target)
+        fm = policy.matching_loss(inputs.obs, inputs.action)
         loss = self.coef * (w * fm).mean()
         return loss, {"loss": loss.detach(), "fm": fm.mean().detach(), "weight_mean": w.mean(), "weight_max": w.max()}
 
@@ -118,10 +130,11 @@ class BCRegularizer:
     needs = frozenset()
 
     def __init__(self, coef: float = 0.1, pre_tanh_target: bool = False):
-        self.coef, self.pre_tanh_target = coef, pre_tanh_target
+        _moved_pre_tanh_target("BCRegularizer", pre_tanh_target)
+        self.coef = coef
 
-    def __call__(self, policy: FlowPolicy, inputs: RegularizerInputs) -> tuple[torch.Tensor, Info]:
-        fm = flow_matching_loss(policy, inputs.obs, inputs.action, pre_tanh_target=self.pre_tanh_target)
+    def __call__(self, policy: MatchingPolicy, inputs: RegularizerInputs) -> tuple[torch.Tensor, Info]:
+        fm = policy.matching_loss(inputs.obs, inputs.action)
         loss = self.coef * fm.mean()
         return loss, {"loss": loss.detach(), "fm": fm.mean().detach()}
 
@@ -132,6 +145,6 @@ class NoRegularizer:
 
     needs = frozenset()
 
-    def __call__(self, policy: FlowPolicy, inputs: RegularizerInputs) -> tuple[torch.Tensor, Info]:
+    def __call__(self, policy: MatchingPolicy, inputs: RegularizerInputs) -> tuple[torch.Tensor, Info]:
         zero = inputs.obs.new_zeros(())
         return zero, {"loss": zero}

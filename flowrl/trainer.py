@@ -19,6 +19,7 @@ import torch
 
 from components.buffers import ReplayBuffer
 from flowrl.agents.flowrl import FlowRLAgent
+from flowrl.agents.protocol import missing_members
 from flowrl.checkpoint import load_checkpoint, require, rng_state, save_checkpoint, set_rng_state
 from flowrl.display import Progress
 from flowrl.envs.registry import make_env
@@ -119,6 +120,9 @@ class Trainer:
         self.bf16_autocast, self.compiled = bool(bf16_autocast), bool(compile)
         amp_dtype = torch.bfloat16 if bf16_autocast else None
         self.agent = agent(self.obs_dim, self.act_dim, device=self.device, amp_dtype=amp_dtype)
+        if missing := missing_members(self.agent):
+            raise UserError(f"Trainer.agent built a {type(self.agent).__name__}, which lacks {', '.join(missing)} of "
+                            "the agent interface; fix: subclass flowrl.agents.base.ActorCritic (flowrl/agents/protocol.py)")
         if compile:
             self.agent.compile()
         self.buffer = buffer(self.obs_dim, self.act_dim, num_envs=num_envs, device=self.device, seed=seed)

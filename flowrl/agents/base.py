@@ -23,10 +23,20 @@ def prefixed(prefix: str, info: Info) -> Info:
     return {f"{prefix}/{k}": v for k, v in info.items()}
 
 
-def adam(params, lr: float, device: torch.device) -> torch.optim.Adam:
+def adam(params, lr: float, device: torch.device, eps: float = 1e-8) -> torch.optim.Adam:
     """Adam, fused (one kernel per parameter group) on CUDA and, since torch 2.4, on the CPU."""
     fast = {"fused": True} if device.type in ("cuda", "cpu") else {"foreach": True}
-    return torch.optim.Adam(params, lr=lr, **fast)
+    return torch.optim.Adam(params, lr=lr, eps=eps, **fast)
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, max_grad_norm: float | None = None) -> None:
+    """``zero_grad``, ``backward``, optionally clip the gradients' global 2-norm to ``max_grad_norm``, ``step``."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if max_grad_norm is not None:
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        nn.utils.clip_grad_norm_(params, max_norm=max_grad_norm)
+    optimizer.step()
 
 
 class ActorCritic:
@@ -40,6 +50,7 @@ class ActorCritic:
     amp_dtype: torch.dtype | None
     policy: nn.Module
     num_updates: int
+    max_grad_norm: float | None = None  # clip of the critic's gradient norm in ``critic_step`` (None: no clip)
 
     # ------------------------------------------------------------------------------------------- to override
     def modules(self) -> dict[str, nn.Module]:
@@ -61,9 +72,7 @@ class ActorCritic:
         ``value_step``.
         """
         loss, info = self.critic_loss(batch)
-        self.critic_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.critic_optimizer.step()
+        optimizer_step(self.critic_optimizer, loss, self.max_grad_norm)
         return prefixed("critic", info)
 
     def update(self, batch: Batch) -> dict[str, float]:

@@ -14,10 +14,18 @@ import torch
 from torch import nn
 
 from components.buffers import Batch
-from components.critics import QEnsemble, ValueNetwork, expectile_loss, min_aggregate, polyak_update
+from components.critics import (
+    QEnsemble,
+    ValueNetwork,
+    ensemble_td_loss,
+    expectile_loss,
+    frozen,
+    min_aggregate,
+    polyak_update,
+)
 from components.policy import FlowPolicy
 from components.regularizers import RegularizerInputs, W2Regularizer
-from flowrl.agents.base import ActorCritic, Info, adam, prefixed
+from flowrl.agents.base import ActorCritic, Info, adam, optimizer_step, prefixed
 
 
 @gin.configurable
@@ -96,7 +104,7 @@ class FlowRLAgent(ActorCritic):
             next_q = self.aggregate(self.critic_target(batch.next_obs, self.policy.sample(batch.next_obs)))
             target = batch.reward + self.discount * (1.0 - batch.terminated) * next_q
         q = self.critic(batch.obs, batch.action)
-        loss = (q - target).square().mean(dim=(1, 2)).sum()
+        loss = ensemble_td_loss(q, target)
         return loss, {"loss": loss.detach(), "q": q.detach().mean(), "target": target.mean()}
 
     def behaviour_critic_loss(self, batch: Batch, q: torch.Tensor | None = None) -> tuple[torch.Tensor, Info]:
@@ -107,7 +115,7 @@ class FlowRLAgent(ActorCritic):
         with torch.no_grad():
             target = batch.reward + self.discount * (1.0 - batch.terminated) * self.value(batch.next_obs)
         q = self.behaviour_critic(batch.obs, batch.action) if q is None else q
-        loss = (q - target).square().mean(dim=(1, 2)).sum()
+        loss = ensemble_td_loss(q, target)
         return loss, {"loss": loss.detach(), "q": q.detach().mean()}
 
     def value_loss(self, batch: Batch, v: torch.Tensor | None = None) -> tuple[torch.Tensor, Info]:
@@ -127,11 +135,8 @@ class FlowRLAgent(ActorCritic):
         ``seen``: the behaviour values of this update's value step (see :meth:`value_step`); None evaluates the
         current ``Q_beta`` and ``V`` instead (for a policy step run on its own).
         """
-        self.critic.requires_grad_(False)  # gradients flow through Q to the action, not into Q's weights
-        try:
+        with frozen(self.critic):  # gradients flow through Q to the action, not into Q's weights
             q_pi = self.aggregate(self.critic(batch.obs, self.policy.sample(batch.obs)))
-        finally:
-            self.critic.requires_grad_(True)
         seen = self.regularizer_inputs(batch) if seen is None else seen
         inputs = RegularizerInputs(batch.obs, batch.action, q_policy=q_pi.detach(), q_behaviour=seen.q_behaviour,
                                    value=seen.value)
@@ -160,9 +165,7 @@ class FlowRLAgent(ActorCritic):
         (q_loss, q_info), (b_loss, b_info), (v_loss, v_info) = (
             self.critic_loss(batch), self.behaviour_critic_loss(batch, q_beta), self.value_loss(batch, v),
         )  # fmt: skip
-        self.value_optimizer.zero_grad(set_to_none=True)
-        (q_loss + b_loss + v_loss).backward()
-        self.value_optimizer.step()
+        optimizer_step(self.value_optimizer, q_loss + b_loss + v_loss)
         info = {**prefixed("critic", q_info), **prefixed("behaviour", b_info), **prefixed("value", v_info)}
         return info, self.regularizer_inputs(batch, q_beta.detach(), v.detach())
 
@@ -188,9 +191,7 @@ class FlowRLAgent(ActorCritic):
         ``seen``: the value step's behaviour values (:meth:`value_step`); None evaluates the current networks.
         """
         pi_loss, pi_info = self.actor_loss(batch, seen)
-        self.policy_optimizer.zero_grad(set_to_none=True)
-        pi_loss.backward()
-        self.policy_optimizer.step()
+        optimizer_step(self.policy_optimizer, pi_loss)
         polyak_update(self.critic_target.parameters(), self.critic.parameters(), self.target_tau)
         polyak_update(self.behaviour_target.parameters(), self.behaviour_critic.parameters(), self.target_tau)
         return {k if k.startswith("reg/") else f"actor/{k}": v for k, v in pi_info.items()}

@@ -18,10 +18,10 @@ import torch
 from torch import nn
 
 from components.buffers import Batch
-from components.critics import QEnsemble, min_aggregate, polyak_update
+from components.critics import QEnsemble, ensemble_td_loss, frozen, min_aggregate, polyak_update
 from components.gaussian_policy import GaussianPolicy
 from components.temperature import Temperature
-from flowrl.agents.base import ActorCritic, Info, adam, prefixed
+from flowrl.agents.base import ActorCritic, Info, adam, optimizer_step, prefixed
 
 
 @gin.configurable
@@ -82,18 +82,15 @@ class SACAgent(ActorCritic):
             soft_value = next_q - self.temperature.alpha * next_log_prob
             target = batch.reward + self.discount * (1.0 - batch.terminated) * soft_value
         q = self.critic(batch.obs, batch.action)
-        loss = (q - target).square().mean(dim=(1, 2)).sum()
+        loss = ensemble_td_loss(q, target)
         return loss, {"loss": loss.detach(), "q": q.detach().mean(), "target": target.mean()}
 
     def actor_loss(self, batch: Batch) -> tuple[torch.Tensor, Info, torch.Tensor]:
         """``mean(alpha log pi(a|s) - agg_i Q_i(s, a))``, ``a ~ pi(s)`` reparameterised; also returns ``log pi``
         ``(B, 1)`` (detached) for the temperature step."""
         action, log_prob = self.policy.sample_with_log_prob(batch.obs)
-        self.critic.requires_grad_(False)  # gradients flow through Q to the action, not into Q's weights
-        try:
+        with frozen(self.critic):  # gradients flow through Q to the action, not into Q's weights
             q_pi = self.aggregate(self.critic(batch.obs, action))
-        finally:
-            self.critic.requires_grad_(True)
         loss = (self.temperature.alpha * log_prob - q_pi).mean()
         return loss, {"loss": loss.detach(), "q": q_pi.detach().mean()}, log_prob.detach()
 
@@ -107,13 +104,9 @@ class SACAgent(ActorCritic):
     def policy_step(self, batch: Batch) -> Info:
         """One optimiser step of the policy, one of the temperature, then the target critic's Polyak step."""
         pi_loss, pi_info, log_prob = self.actor_loss(batch)
-        self.policy_optimizer.zero_grad(set_to_none=True)
-        pi_loss.backward()
-        self.policy_optimizer.step()
+        optimizer_step(self.policy_optimizer, pi_loss)
         alpha_loss, alpha_info = self.temperature.loss(log_prob)
-        self.temperature_optimizer.zero_grad(set_to_none=True)
-        alpha_loss.backward()
-        self.temperature_optimizer.step()
+        optimizer_step(self.temperature_optimizer, alpha_loss)
         polyak_update(self.critic_target.parameters(), self.critic.parameters(), self.target_tau)
         return {**prefixed("actor", pi_info), **prefixed("alpha", alpha_info)}
 

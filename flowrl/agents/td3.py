@@ -18,9 +18,9 @@ import torch
 from torch import nn
 
 from components.buffers import Batch
-from components.critics import QEnsemble, min_aggregate, polyak_update
+from components.critics import QEnsemble, ensemble_td_loss, frozen, min_aggregate, polyak_update
 from components.deterministic_policy import DeterministicPolicy
-from flowrl.agents.base import ActorCritic, Info, adam, prefixed
+from flowrl.agents.base import ActorCritic, Info, adam, optimizer_step, prefixed
 
 
 @gin.configurable
@@ -86,16 +86,13 @@ class TD3Agent(ActorCritic):
             next_q = self.aggregate(self.critic_target(batch.next_obs, next_action))
             target = batch.reward + self.discount * (1.0 - batch.terminated) * next_q
         q = self.critic(batch.obs, batch.action)
-        loss = (q - target).square().mean(dim=(1, 2)).sum()
+        loss = ensemble_td_loss(q, target)
         return loss, {"loss": loss.detach(), "q": q.detach().mean(), "target": target.mean()}
 
     def actor_loss(self, batch: Batch) -> tuple[torch.Tensor, Info]:
         """``-mean Q_1(s, pi(s))``: the first member only, as the paper (the minimum is for the target)."""
-        self.critic.requires_grad_(False)  # gradients flow through Q to the action, not into Q's weights
-        try:
+        with frozen(self.critic):  # gradients flow through Q to the action, not into Q's weights
             q_pi = self.critic(batch.obs, self.policy(batch.obs))[0]
-        finally:
-            self.critic.requires_grad_(True)
         loss = -q_pi.mean()
         return loss, {"loss": loss.detach(), "q": q_pi.detach().mean()}
 
@@ -110,9 +107,7 @@ class TD3Agent(ActorCritic):
     def policy_step(self, batch: Batch) -> Info:
         """One optimiser step of the actor, then both targets' Polyak steps."""
         loss, info = self.actor_loss(batch)
-        self.policy_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.policy_optimizer.step()
+        optimizer_step(self.policy_optimizer, loss)
         polyak_update(self.critic_target.parameters(), self.critic.parameters(), self.target_tau)
         polyak_update(self.policy_target.parameters(), self.policy.parameters(), self.target_tau)
         return prefixed("actor", info)

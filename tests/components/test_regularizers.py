@@ -173,13 +173,21 @@ def test_loss_matches_flow_matching_under_the_same_rng(reg, kw):
     assert not info["loss"].requires_grad and not info["fm"].requires_grad
 
 
-def test_pre_tanh_target_is_forwarded():
+def test_the_policys_pre_tanh_target_reaches_every_regularizer():
     policy = known_fm_policy()
+    policy.pre_tanh_target = True
     action = torch.tensor([[0.5, -0.5], [0.9, 0.0], [0.2, 0.3]])
     target = torch.atanh(action).square().mean(-1)
-    for reg in (BCRegularizer(coef=1.0, pre_tanh_target=True), KLRegularizer(coef=1.0, beta=0.0, pre_tanh_target=True)):
+    for reg in (BCRegularizer(coef=1.0), KLRegularizer(coef=1.0, beta=0.0)):
         loss, _ = reg(policy, RegularizerInputs(OBS_B, action, q_behaviour=col(0.0, 0.0, 0.0), value=col(0.0, 0.0, 0.0)))
         assert loss.item() == pytest.approx(target.mean().item(), rel=1e-5)
-    loss, _ = W2Regularizer(lam=1.0, pre_tanh_target=True)(
+    loss, _ = W2Regularizer(lam=1.0)(
         policy, RegularizerInputs(OBS_B, action, q_policy=col(0.0, 0.0, 0.0), q_behaviour=col(0.0, 0.0, 0.0)))
     assert loss.item() == pytest.approx(target.mean().item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("reg", [W2Regularizer, KLRegularizer, BCRegularizer])
+def test_the_moved_pre_tanh_binding_is_accepted_false_and_refused_true(reg):
+    reg(pre_tanh_target=False)  # what the config.gin of a run made before the move binds
+    with pytest.raises(ValueError, match="fix: bind FlowPolicy.pre_tanh_target = True"):
+        reg(pre_tanh_target=True)
