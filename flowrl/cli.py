@@ -1,4 +1,5 @@
-"""Shared plumbing for the entry points in tools/: one-line errors and exit codes.
+"""Shared plumbing for the commands (``flowrl/commands/``, run as ``tools/<name>.py`` from a checkout or as the
+installed ``flowrl-<name>``): one-line errors, exit codes, and the name the user called a command by.
 
 Exit status: 0 done (or nothing left to do), 1 a non-finite loss stopped the run, 2 a user error (bad flag, config,
 folder, checkpoint, full disk), 128 + the signal's number when a signal stopped a run after writing a checkpoint:
@@ -12,6 +13,7 @@ import argparse
 import errno
 import signal
 import sys
+from pathlib import Path
 from typing import Callable, NoReturn
 
 from flowrl.errors import NonFiniteLossError, UserError
@@ -19,6 +21,18 @@ from flowrl.errors import NonFiniteLossError, UserError
 
 EXIT_OK, EXIT_NONFINITE, EXIT_USER_ERROR = 0, 1, 2
 EXIT_SIGINT, EXIT_SIGTERM = 128 + signal.SIGINT, 128 + signal.SIGTERM
+
+
+def prog(command: str) -> str:
+    """How the user called ``command``: ``tools/run.py`` from a checkout, else the installed ``flowrl-run``."""
+    script = Path(sys.argv[0])
+    return f"tools/{command}.py" if script.parent.name == "tools" and script.stem == command else f"flowrl-{command}"
+
+
+def invocation(command: str) -> str:
+    """The shell words that call ``command`` again the way the user did: ``python tools/run.py`` or ``flowrl-run``."""
+    name = prog(command)
+    return f"python {name}" if name.endswith(".py") else name
 
 
 class OneLineParser(argparse.ArgumentParser):

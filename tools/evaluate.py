@@ -1,65 +1,15 @@
 """Evaluate a run's checkpoint: ``python tools/evaluate.py RUN_DIR [--checkpoint step_000050000.pt] [--episodes 10]``.
 
-Rebuilds the agent and the task from the run's own ``config.gin``, loads the networks, and reports the return (and
-the success rate where the task reports one) over N episodes.
+The command lives in ``flowrl/commands/evaluate.py`` (installed as ``flowrl-evaluate``); this file runs it from a checkout.
 """
 
-from __future__ import annotations
-
-import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import gin  # noqa: E402
-
-from flowrl.checkpoint import latest_checkpoint, load_checkpoint, require  # noqa: E402
-from flowrl.checks import check_device  # noqa: E402
-from flowrl.cli import OneLineParser, positive_int, run_main  # noqa: E402
-from flowrl.config import parse  # noqa: E402
-from flowrl.evaluation import evaluate  # noqa: E402
-from flowrl.trainer import resolve_device  # noqa: E402
-
-
-def main() -> int:
-    p = OneLineParser(prog="tools/evaluate.py", description=__doc__.splitlines()[0])
-    p.add_argument("run_dir", type=Path)
-    p.add_argument("--checkpoint", help="file name inside RUN_DIR/checkpoints (default: the newest)")
-    p.add_argument("--episodes", type=positive_int, default=10, help="episodes to run (at least 1)")
-    p.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None,
-                   help="act without exploration noise (FlowRL: from zero noise; SAC: the mean; TD3: no noise); "
-                        "default: as the run evaluated (its Trainer.eval_deterministic)")
-    p.add_argument("--seed", type=int, default=12345)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    args = p.parse_args()
-    check_device(args.device)
-
-    path = args.run_dir / "checkpoints" / args.checkpoint if args.checkpoint else latest_checkpoint(args.run_dir)
-    state = load_checkpoint(path)
-    require(state, ("agent", "env_steps"), path)
-    parse([str(args.run_dir / "config.gin")])
-    env = gin.query_parameter("Trainer.env_fn").scoped_configurable_fn(num_envs=args.episodes, seed=args.seed)
-    agent_fn = gin.query_parameter("Trainer.agent").scoped_configurable_fn
-    agent = agent_fn(env.obs_dim, env.act_dim, device=resolve_device(args.device))
-    agent.load_state_dict(state["agent"])
-    deterministic = args.deterministic if args.deterministic is not None else _run_evaluated_deterministic()
-    try:
-        result = evaluate(lambda o: agent.act(o, deterministic=deterministic), env)
-    finally:
-        env.close()
-    print(json.dumps({"checkpoint": str(path), "env_steps": state["env_steps"], "episodes": args.episodes,
-                      "deterministic": deterministic, **result}))
-    return 0
-
-
-def _run_evaluated_deterministic() -> bool:
-    try:
-        return bool(gin.query_parameter("Trainer.eval_deterministic"))
-    except ValueError:  # not in the run's config: the Trainer's default
-        return False
-
+from flowrl.commands.evaluate import *  # noqa: E402,F401,F403 (scripts and tests import its functions from here)
+from flowrl.commands.evaluate import cli  # noqa: E402
 
 if __name__ == "__main__":
-    run_main(main)
+    cli()

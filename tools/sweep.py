@@ -1,54 +1,15 @@
 """Run an ablation grid: ``python tools/sweep.py --gin BASE.gin --vary OVERLAY.gin ... --seeds 0-4 --out DIR``.
 
-Trials are tasks x variants x seeds; the unmodified base is always a variant, each ``--vary`` is one factor (repeat
-it to cross factors), ``--bind`` applies to every trial. The plan (``DIR/sweep.json``) is written before anything
-runs; each trial is an ordinary ``tools/run.py`` folder ``DIR/<task>/<variant>/s<seed>``. Run here (default: as many
-one-thread trials at once as there are cores), on a local Ray instance (``--ray``) or a cluster (``--ray-address``).
-The same command run again skips finished trials and resumes interrupted ones. Exit status: 0 all finished, 1 some
-trial failed, 2 bad input, 130 Ctrl-C (SIGINT), 143 SIGTERM (trials checkpoint; none is retried).
+The command lives in ``flowrl/commands/sweep.py`` (installed as ``flowrl-sweep``); this file runs it from a checkout.
 """
-
-from __future__ import annotations
 
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from flowrl.cli import OneLineParser, positive_int, run_main  # noqa: E402
-from flowrl.sweep import run_sweep  # noqa: E402
-
-
-def build_parser() -> OneLineParser:
-    p = OneLineParser(prog="tools/sweep.py", description=__doc__.splitlines()[0])
-    p.add_argument("--gin", action="append", default=[], metavar="FILE", help="base config (repeatable)")
-    p.add_argument("--vary", action="append", nargs="+", default=[], metavar="OVERLAY",
-                   help="one factor: overlays tried one at a time against none (repeat to cross factors)")
-    p.add_argument("--tasks", nargs="+", default=[], metavar="TASK",
-                   help="task names (dmc/walker-run) or task gin files (default: the base config's task)")
-    p.add_argument("--seeds", default="0", help="seeds, e.g. 0-4 or 0,1,2 (default 0)")
-    p.add_argument("--bind", action="append", default=[], metavar="BINDING", help="gin binding for every trial")
-    p.add_argument("--out", type=Path, required=True, help="sweep folder (plan, trial folders)")
-    p.add_argument("--threads", type=positive_int, default=1, help="torch threads (CPUs) per trial (default 1)")
-    p.add_argument("--parallel", type=positive_int, help="embedded: trials at once (default cores // --threads)")
-    p.add_argument("--ray", action="store_true", help="run the trials on a new local Ray instance")
-    p.add_argument("--ray-address", metavar="ADDR", help="run on the Ray cluster at ADDR (HOST:PORT, or auto)")
-    p.add_argument("--ray-cpus", type=positive_int, help="--ray: CPUs of the local Ray instance (default all cores)")
-    p.add_argument("--gpus", type=float, default=0.0, help="Ray: GPUs per trial (default 0)")
-    p.add_argument("--max-retries", type=int, default=3, help="times a stopped or killed trial is resumed (default 3)")
-    p.add_argument("--shard", metavar="K/N", help="run only the K-th of N disjoint shares of the trials (0 <= K < N), "
-                   "e.g. one per job of a SLURM array: --shard $SLURM_ARRAY_TASK_ID/4 with --array=0-3")
-    p.add_argument("--dry-run", action="store_true", help="check the grid and write sweep.json; run nothing")
-    return p
-
-
-def main() -> int:
-    args = build_parser().parse_args()
-    return run_sweep(args.gin, args.vary, args.tasks, args.seeds, args.bind, args.out, threads=args.threads,
-                     parallel=args.parallel, ray=args.ray, ray_address=args.ray_address, ray_cpus=args.ray_cpus,
-                     gpus=args.gpus, max_retries=args.max_retries, dry_run=args.dry_run,
-                     command=[sys.executable, *sys.argv], shard_spec=args.shard)
-
+from flowrl.commands.sweep import *  # noqa: E402,F401,F403 (scripts and tests import its functions from here)
+from flowrl.commands.sweep import cli  # noqa: E402
 
 if __name__ == "__main__":
-    run_main(main)
+    cli()

@@ -90,7 +90,8 @@ def progress(run_dir: Path) -> Progress:
 
 def command(trial: Trial) -> list[str]:
     """The ``tools/run.py`` arguments that start the trial, or resume it when it has a checkpoint."""
-    run_py = str(REPO_ROOT / "tools" / "run.py")
+    run_py = REPO_ROOT / "tools" / "run.py"  # a checkout; an installed package runs its module
+    start = [str(run_py)] if run_py.is_file() else ["-m", "flowrl.commands.run"]
     if checkpoint_step(Path(trial.run_dir)) > 0:
         # The run's own config.gin holds the overlays; the bindings again, so a longer total_steps extends the run.
         head = ["--resume", trial.run_dir]
@@ -98,7 +99,7 @@ def command(trial: Trial) -> list[str]:
     else:
         head = [a for f in trial.gin for a in ("--gin", f)] + ["--seed", str(trial.seed), "--run-dir", trial.run_dir]
         binds = trial.bindings
-    return [run_py, *head, *[a for b in binds for a in ("--bind", b)], "--no-display"]
+    return [*start, *head, *[a for b in binds for a in ("--bind", b)], "--no-display"]
 
 
 def _runs_in(pid: int, run_dir: Path) -> bool:

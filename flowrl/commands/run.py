@@ -1,0 +1,149 @@
+"""Train an agent from gin configs: ``python tools/run.py --gin gin/flowrl_humanoid.gin [--gin OVERLAY ...]``.
+
+Writes into the run folder: ``config.gin`` (the operative config, rewritten at every start and resume, ``--bind``
+overrides included), ``command.txt``, ``provenance.jsonl`` (code commit, host, package versions, device: one line
+per start or resume), ``metrics.jsonl``, ``tb/`` (TensorBoard) and ``checkpoints/``. ``--resume RUN_DIR`` continues
+a run from its newest checkpoint with the run's own config (``--bind`` may still override, for example to extend
+``Trainer.total_steps``; the override is saved, so a later plain ``--resume`` keeps it). One live process owns a run
+folder at a time. Exit status: 0 done, 1 non-finite loss, 2 user error, 130 Ctrl-C, 143 SIGTERM
+(both after writing a checkpoint; see flowrl/cli.py).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import shlex
+import signal
+import sys
+import time
+from pathlib import Path
+
+import gin
+
+from flowrl import bindings as run_bindings
+from flowrl import provenance
+from flowrl.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, require
+from flowrl.checks import bound_values, check_config, check_resume, value_of
+from flowrl.cli import OneLineParser, invocation, prog, run_main
+from flowrl.config import parse
+from flowrl.errors import UserError
+from flowrl.run_folder import RunFolder
+from flowrl.trainer import STATE_KEYS, Trainer
+
+
+def build_parser() -> OneLineParser:
+    p = OneLineParser(prog=prog("run"), description=__doc__.splitlines()[0])
+    p.add_argument("--gin", action="append", default=[], metavar="FILE", help="gin config file (repeatable)")
+    p.add_argument("--bind", action="append", default=[], metavar="BINDING", help="gin binding, e.g. 'Trainer.seed = 1'")
+    p.add_argument("--seed", type=int, help="random seed (binds Trainer.seed)")
+    p.add_argument("--run-dir", type=Path, help="run folder (default: runs/<config>-s<seed>-<time>)")
+    p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the run in RUN_DIR from its newest checkpoint")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to train (binds Trainer.device)")
+    p.add_argument("--no-display", action="store_true", help="plain progress lines instead of the live bar")
+    return p
+
+
+def main() -> int:
+    args = build_parser().parse_args()
+    bindings = list(args.bind)
+    if args.seed is not None:
+        bindings.append(f"Trainer.seed = {args.seed}")
+    if args.device is not None:
+        bindings.append(f"Trainer.device = '{args.device}'")
+    display = {"display": False} if args.no_display else {}  # how this process shows progress, not run config
+
+    state = checkpoint = None
+    if args.resume is not None:
+        if args.gin:
+            raise UserError("--resume takes the run's own config; fix: drop --gin (use --bind to override a value)")
+        if args.run_dir is not None and args.run_dir.resolve() != args.resume.resolve():
+            raise UserError(f"--run-dir cannot move a resumed run (it stays in {args.resume}); "
+                            f"fix: drop --run-dir")
+        run_dir = args.resume
+        checkpoint = latest_checkpoint(run_dir)
+        folder = RunFolder(run_dir, create=False)
+        state = load_checkpoint(checkpoint)
+        require(state, STATE_KEYS, checkpoint)  # before any env or network is built
+        _parse_resume(run_dir, bindings, state, checkpoint)
+    else:
+        if not args.gin:
+            raise UserError(f"no config given; fix: {invocation('run')} --gin gin/flowrl_humanoid.gin")
+        parse(args.gin, bindings)
+        check_config()
+        stem = Path(args.gin[0]).stem
+        seed = value_of("Trainer.seed", 0)
+        run_dir = args.run_dir or Path("runs") / f"{stem}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+        folder = RunFolder(run_dir)
+        if list_checkpoints(run_dir):
+            raise UserError(f"run folder '{run_dir}' already has checkpoints; fix: --resume {run_dir} or another --run-dir")
+
+    trainer = None
+    try:
+        trainer = Trainer(run_dir=run_dir, **display)
+        if trainer.thread_note:
+            print(f"note: {trainer.thread_note}", file=sys.stderr)
+        if checkpoint is not None:
+            trainer.load(checkpoint, state)
+            state = None  # the buffer's copy can be gigabytes
+            print(f"resuming {run_dir} from {checkpoint.name} (env step {trainer.env_steps:,})", file=sys.stderr)
+        config_text = gin.operative_config_str()
+        folder.write_text("config.gin", config_text)
+        run_bindings.write(run_dir, config_text)
+        with open(run_dir / "command.txt", "a") as f:
+            f.write(shlex.join([sys.executable, *sys.argv]) + "\n")
+        provenance.append(run_dir, provenance.record(trainer.device, trainer.bf16_autocast, trainer.compiled))
+        resume = f"{invocation('run')} --resume {shlex.quote(str(run_dir))}"
+        if trainer.env_steps >= trainer.total_steps:
+            print(f"nothing to do: {run_dir} already finished ({trainer.env_steps:,} env steps of Trainer.total_steps"
+                  f" = {trainer.total_steps:,}); to train longer: {resume} --bind 'Trainer.total_steps = "
+                  f"{2 * trainer.total_steps}'", file=sys.stderr)
+            return 0
+        result = trainer.train()
+    except BaseException:
+        if trainer is None or trainer.env_steps == 0:
+            folder.remove_if_created()  # a failed start leaves no empty folder behind
+        raise
+    if trainer.stop_signal is not None:
+        name = signal.Signals(trainer.stop_signal).name
+        print(f"stopped by {name} at env step {trainer.env_steps:,} (checkpoint written); continue: {resume}",
+              file=sys.stderr)
+        return 128 + trainer.stop_signal
+    print(f"done: {trainer.env_steps:,} env steps, eval return {result['return_mean']:.1f} "
+          f"+- {result['return_std']:.1f}; logs in {run_dir}", file=sys.stderr)
+    return 0
+
+
+def _parse_resume(run_dir: Path, bindings: list[str], state: dict, checkpoint: Path) -> None:
+    """Parse the run's config.gin (then ``bindings``) and check it still describes the run its checkpoint holds."""
+    config = run_dir / "config.gin"
+    saved_text = state.get("config", "") if isinstance(state, dict) else ""
+    backup = run_dir / "config.gin.from-checkpoint"
+    if not config.is_file():
+        if saved_text:
+            backup.write_text(saved_text)
+        raise UserError(f"run folder '{run_dir}' has no config.gin; fix: "
+                        + (f"mv {backup} {config} (the config {checkpoint.name} was written with)" if saved_text
+                           else "restore it from the run's first command in command.txt"))
+    parse([str(config)])
+    saved = bound_values()
+    trained = re.search(r"^make_env\.task = (.+)$", saved_text, re.M)
+    if trained is not None:
+        trained_task, task = ast.literal_eval(trained.group(1)), value_of("make_env.task", None)
+        if task != trained_task:
+            backup.write_text(saved_text)
+            what = "names no task (emptied?)" if task in (None, gin.REQUIRED) else f"names task '{task}'"
+            raise UserError(f"'{config}' {what} but {checkpoint.name} was trained on '{trained_task}'; fix: "
+                            f"mv {backup} {config} (the config that checkpoint was written with)")
+    parse([str(config)], bindings)
+    check_resume(bindings, saved)
+    check_config()
+
+
+def cli() -> None:
+    """The console command (``flowrl-run``)."""
+    run_main(main)
+
+
+if __name__ == "__main__":
+    cli()
