@@ -34,7 +34,7 @@ from components.integrators import ODESolver, euler_step, heun_step, midpoint_st
 from components.samplers import RecentMixSampler, UniformSampler  # noqa: E402
 from flowrl import bench_utils as bu  # noqa: E402
 from flowrl.agents.flowrl import FlowRLAgent  # noqa: E402
-from flowrl.cli import OneLineParser, run_main  # noqa: E402
+from flowrl.cli import OneLineParser, positive_int, run_main  # noqa: E402
 from flowrl.errors import MissingDependencyError, UserError  # noqa: E402
 
 BATCH = 256
@@ -353,6 +353,31 @@ def _loop_rate(files: list[str], bindings: list[str], warmup: int, steps: int) -
         return steps / (time.perf_counter() - start)
 
 
+# ------------------------------------------------------------------------------------------------------- agents
+def cmd_agents(args: argparse.Namespace, console: Console) -> dict:
+    """Every agent's ms per update and microseconds per action (training: 1 observation; evaluation: 1 observation),
+    each at its own paper's sizes (its gin/agents/ file), humanoid-run dims, batch 256, fp32 and, where the CPU
+    computes bf16 natively, bf16; interleaved round by round in one process."""
+    from flowrl.bench_agents import AGENT_FILES, compare  # noqa: PLC0415
+    from flowrl.hardware import cpu_has_native_bf16  # noqa: PLC0415
+
+    dtypes = ["fp32"] + (["bf16"] if cpu_has_native_bf16() and not args.quick else [])
+    overlays = ["gin/smoke.gin"] if args.quick else []
+    rows = compare(args.agent or AGENT_FILES, dtypes, batch=32 if args.quick else 256,
+                   rounds=1 if args.quick else args.rounds, updates=1 if args.quick else 2,
+                   acts=4 if args.quick else 20, overlays=overlays)
+    base = {r["precision"]: r for r in rows if r["agent"] == "flowrl"}
+    out = []
+    for r in rows:
+        ref = base.get(r["precision"])
+        out.append([r["agent"], r["precision"], f"{r['parameters']:,}", r["ms_per_update"],
+                    r["ms_per_update"] / ref["ms_per_update"] if ref else "-", r["us_per_act"], r["us_per_eval_act"]])
+    title = "agents at their papers' sizes" + (" (--quick: smoke sizes, batch 32)" if args.quick else "")
+    console.print(table(title, ["agent", "precision", "parameters", "ms/update", "x flowrl", "us/act",
+                                "us/eval act"], out))
+    return {"rows": rows, "precisions": dtypes}
+
+
 # ---------------------------------------------------------------------------------------------------- reference
 def cmd_reference(args: argparse.Namespace, console: Console) -> dict:
     """flowrl vs the authors' reference (``--ref DIR``) at equal settings, interleaved in one process."""
@@ -382,7 +407,7 @@ def build_parser() -> OneLineParser:
     p = OneLineParser(prog="tools/bench.py", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     for name, fn in (("update", cmd_update), ("act", cmd_act), ("env", cmd_env), ("buffer", cmd_buffer),
-                     ("loop", cmd_loop), ("learn", cmd_learn), ("reference", cmd_reference)):
+                     ("loop", cmd_loop), ("learn", cmd_learn), ("agents", cmd_agents), ("reference", cmd_reference)):
         s = sub.add_parser(name, parents=[common], help=fn.__doc__, description=fn.__doc__)
         s.set_defaults(func=fn)
     for name in ("update", "loop"):
@@ -395,6 +420,10 @@ def build_parser() -> OneLineParser:
     loop.add_argument("--gin", action="append", default=[], metavar="FILE",
                       help="overlay for every agent, repeatable (e.g. gin/bench/cpu_learning.gin)")
     loop.add_argument("--rounds", type=int, default=1, help="interleaved timing rounds, median reported (default 1)")
+    agents = sub.choices["agents"]
+    agents.add_argument("--agent", action="append", default=[], metavar="FILE",
+                        help="agent gin file, repeatable (default: every file in gin/agents/: flowrl, qvpo, sac, td3)")
+    agents.add_argument("--rounds", type=positive_int, default=3, help="interleaved rounds, median reported (default 3)")
     ref = sub.choices["reference"]
     ref.add_argument("--ref", type=Path, required=True, metavar="DIR", help="a checkout of bytedance/FlowRL")
     ref.add_argument("--settings", nargs="+", choices=["fp32", "bf16", "compiled"], default=["fp32", "bf16"],

@@ -245,3 +245,47 @@ def test_polyak_update_on_an_ensemble_critic():
     polyak_update(target.parameters(), online.parameters(), 0.95)
     for t, b, o in zip(target.parameters(), before, online.parameters()):
         torch.testing.assert_close(t.detach(), 0.05 * b + 0.95 * o.detach())
+
+
+def test_ensemble_td_loss_is_the_sum_of_member_mses_by_hand():
+    from components.critics import ensemble_td_loss
+
+    q = torch.tensor([[[1.0], [2.0]], [[0.0], [4.0]]])  # (E=2, B=2, 1)
+    target = torch.tensor([[1.5], [2.0]])
+    # member 0: (0.25 + 0) / 2; member 1: (2.25 + 4) / 2
+    assert ensemble_td_loss(q, target).item() == pytest.approx(0.125 + 3.125)
+
+
+def test_frozen_restores_each_parameters_own_flag_even_after_an_error():
+    from components.critics import frozen
+
+    net = torch.nn.Linear(2, 2)
+    net.bias.requires_grad_(False)
+    with pytest.raises(RuntimeError):
+        with frozen(net):
+            assert not net.weight.requires_grad and not net.bias.requires_grad
+            x = torch.ones(1, 2, requires_grad=True)
+            net(x).sum().backward()
+            assert net.weight.grad is None and x.grad is not None  # the gradient reaches the input only
+            raise RuntimeError("boom")
+    assert net.weight.requires_grad and not net.bias.requires_grad
+
+
+def test_feed_forward_ensemble_is_a_plain_mlp_with_the_references_init():
+    from components.ensemble import EnsembleFeedForward, EnsembleLinear
+
+    torch.manual_seed(0)
+    q = QEnsemble(17, 6, num_members=2, hidden=256, depth=3,
+                  body=lambda *a, **k: EnsembleFeedForward(*a, activation=nn.Mish, **k))
+    layers = [type(m).__name__ for m in q.body.net]
+    assert layers == ["EnsembleLinear", "Mish"] * 3 + ["EnsembleLinear"]
+    assert q(torch.zeros(5, 17), torch.zeros(5, 6)).shape == (2, 5, 1)
+    first = q.body.net[0]
+    assert isinstance(first, EnsembleLinear) and first.bias.abs().sum() == 0
+    assert first.weight.std().item() == pytest.approx(1 / (2 * 23**0.5), rel=0.05)  # N(0, 1 / (2 sqrt(in)))
+    # Members are independent: member 1's output does not move when member 0's weights change.
+    obs, act = torch.randn(4, 17), torch.randn(4, 6)
+    before = q(obs, act)[1].clone()
+    with torch.no_grad():
+        first.weight[0].add_(1.0)
+    torch.testing.assert_close(q(obs, act)[1], before)

@@ -191,3 +191,21 @@ def test_the_moved_pre_tanh_binding_is_accepted_false_and_refused_true(reg):
     reg(pre_tanh_target=False)  # what the config.gin of a run made before the move binds
     with pytest.raises(ValueError, match="fix: bind FlowPolicy.pre_tanh_target = True"):
         reg(pre_tanh_target=True)
+
+
+@pytest.mark.parametrize("reg", [W2Regularizer(lam=1.0), KLRegularizer(coef=1.0, beta=0.0), BCRegularizer(coef=1.0)])
+def test_every_regularizer_trains_a_diffusion_policy_through_its_denoising_loss(reg, monkeypatch):
+    from components.diffusion import DiffusionPolicy, NoiseMLP
+
+    torch.manual_seed(0)
+    policy = DiffusionPolicy(OBS, ACT, noise_net=NoiseMLP(OBS, ACT, hidden=16), num_steps=5)
+    inputs = RegularizerInputs(OBS_B, ACTION.clamp(-0.9, 0.9), q_policy=col(0.0, 0.0, 0.0),
+                               q_behaviour=col(0.0, 0.0, 0.0), value=col(0.0, 0.0, 0.0))
+    # Zero advantages: W2's weight is lam * exp(0) = 1 and KL's is exp(0) = 1, so each loss is mean(DDPM loss).
+    torch.manual_seed(1)
+    loss, info = reg(policy, inputs)
+    torch.manual_seed(1)
+    expected = policy.matching_loss(inputs.obs, inputs.action).mean()
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in policy.noise_net.net.parameters())

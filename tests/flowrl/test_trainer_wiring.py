@@ -18,6 +18,7 @@ import pytest
 from components import ReplayBuffer
 from flowrl.checkpoint import list_checkpoints
 from flowrl.envs.base import Step
+from flowrl.errors import UserError
 from flowrl.trainer import Trainer
 
 N, ACT = 2, 2  # training envs; eval uses 1 env, which tells the two kinds of env apart
@@ -367,3 +368,18 @@ def test_sigterm_closes_every_stream_and_the_run_resumes(tmp_path):
         assert stored(buf, i) == as_floats([t for e in envs for t in e.transitions[i]])
         assert buf.obs[5, i].tolist() == envs[0].last_obs[i].tolist() and not buf.valid[5, i]  # the closing row
     assert len(first.log["batches"]) + len(second.log["batches"]) == 30 - 8
+
+
+def test_an_agent_without_the_interface_is_refused_in_one_line(tmp_path):
+    class Lacking:
+        def __init__(self, *args, **kwargs):
+            self.num_updates = 0
+
+        def act(self, obs, deterministic=False):
+            return policy(obs)
+
+    with pytest.raises(UserError, match=r"Lacking, which lacks update, compile, state_dict, load_state_dict .*fix: "):
+        Trainer(tmp_path, agent=Lacking, buffer=functools.partial(ReplayBuffer, capacity=1000),
+                env_fn=lambda num_envs, seed: ScriptedVecEnv(num_envs, seed, 0), seed=0, device="cpu", num_envs=N,
+                total_steps=10, warmup_steps=2, batch_size=2, eval_every=0, checkpoint_every=0, log_every=0,
+                display=False)

@@ -93,6 +93,15 @@ def test_loop_times_other_agents_beside_flowrl_at_the_same_settings(tmp_path):
     assert all(len(v["rounds"]) == 1 and v["env_steps_per_s"] > 0 for v in r["loop"].values())
 
 
+def test_agents_times_every_agent_file_side_by_side(tmp_path):
+    report = bench("agents", tmp_path=tmp_path)
+    rows = {r["agent"]: r for r in report["rows"]}
+    assert {"flowrl", "qvpo", "sac", "td3"} <= rows.keys()
+    assert {r["agent_class"] for r in rows.values()} >= {"FlowRLAgent", "QVPOAgent", "SACAgent", "TD3Agent"}
+    for r in rows.values():
+        assert r["ms_per_update"] > 0 and r["us_per_act"] > 0 and r["us_per_eval_act"] > 0 and r["parameters"] > 0
+
+
 def test_learn_runs_a_seed_and_summarises_it(tmp_path):
     r = bench("learn", "--out", str(tmp_path / "learn"), tmp_path=tmp_path)
     assert [c["step"] for c in r["curve"]] == [300, 600]

@@ -1,0 +1,53 @@
+"""Every agent's cost side by side: per-update time and per-action latency, each agent built from its own gin file
+at its paper's sizes, measured in one process, interleaved round by round at equal settings (threads, precision,
+batch, observation and action sizes). Serves ``tools/bench.py agents``."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+import gin
+import torch
+
+from components.buffers import ReplayBuffer
+from flowrl import bench_utils as bu
+from flowrl.config import parse
+
+AGENT_FILES = ("gin/agents/flowrl.gin", "gin/agents/qvpo.gin", "gin/agents/sac.gin", "gin/agents/td3.gin")
+
+
+def build(agent_file: str, obs_dim: int, act_dim: int, amp_dtype: torch.dtype | None, overlays=()) -> object:
+    """The agent ``agent_file`` configures (``Trainer.agent``), with ``overlays`` parsed after it."""
+    parse([agent_file, *overlays])
+    factory = gin.query_parameter("Trainer.agent").scoped_configurable_fn
+    return factory(obs_dim, act_dim, device="cpu", amp_dtype=amp_dtype)
+
+
+def compare(agent_files=AGENT_FILES, dtypes=("fp32",), dims=bu.HUMANOID_RUN, batch: int = 256, rounds: int = 3,
+            updates: int = 2, acts: int = 20, overlays=()) -> list[dict]:
+    """Median over ``rounds`` of each (agent, precision): ms per update (``updates`` timed after one warm-up, batch
+    ``batch`` from a filled buffer, sampling included) and microseconds per ``act`` on one observation (the training
+    action) and per evaluation action. Rounds interleave every case, so a slow spell of the machine hits all."""
+    agents = {(Path(f).stem, dt): build(f, *dims, torch.bfloat16 if dt == "bf16" else None, overlays)
+              for f in agent_files for dt in dtypes}
+    buffer = ReplayBuffer(*dims, capacity=10_000, seed=0)
+    bu.fill_buffer(buffer, 10_000)
+    times = {key: {"update": [], "act": [], "eval": []} for key in agents}
+    obs = torch.randn(1, dims[0]).numpy()
+    for _ in range(rounds):
+        for key, agent in agents.items():
+            r = bu.bench_update(agent, buffer, batch, repeats=1, warmup=1, inner=updates)
+            times[key]["update"].append(r["ms_per_update"])
+            times[key]["act"].append(bu.median_seconds(lambda: agent.act(obs), repeats=acts, warmup=2) * 1e6)
+            times[key]["eval"].append(bu.median_seconds(lambda: agent.act(obs, deterministic=True), repeats=acts // 2,
+                                                        warmup=1) * 1e6)
+    rows = []
+    for (name, dt), t in times.items():
+        agent = agents[(name, dt)]
+        rows.append({"agent": name, "precision": dt, "agent_class": type(agent).__name__,
+                     "parameters": sum(p.numel() for m in agent.modules().values() for p in m.parameters()
+                                       if p.requires_grad),
+                     "ms_per_update": statistics.median(t["update"]), "us_per_act": statistics.median(t["act"]),
+                     "us_per_eval_act": statistics.median(t["eval"])})
+    return rows
