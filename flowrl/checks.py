@@ -82,8 +82,8 @@ def check_config() -> None:
     env_fn = value_of("Trainer.env_fn")
     if getattr(getattr(env_fn, "configurable", None), "name", getattr(env_fn, "__name__", "")) == "make_env":
         if value_of("make_env.task", gin.REQUIRED) is gin.REQUIRED:
-            raise UserError("the config names no task (make_env.task is unbound); fix: pass a task config, e.g. "
-                            "--gin gin/flowrl_cheetah_run.gin (gin/flowrl_base.gin holds only shared settings)")
+            raise UserError("the config names no task (make_env.task is unbound); fix: add a task file before the "
+                            "agent, e.g. --gin gin/tasks/dmc/cheetah_run.gin (gin/agents/ files hold no task)")
     check_device(str(value_of("Trainer.device", "auto")))
 
 

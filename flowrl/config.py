@@ -87,8 +87,8 @@ def parse(files: Sequence[str], bindings: Sequence[str] = ()) -> None:
         if found is None:
             raise UserError(f"gin file '{f}' not found; fix: pass a path such as gin/flowrl_humanoid.gin")
         if found.is_dir():
-            inside = sorted(found.glob("*.gin"))
-            example = Path(f) / inside[0].name if inside else "gin/flowrl_humanoid.gin"
+            inside = sorted(found.rglob("*.gin"))
+            example = Path(f) / inside[0].relative_to(found) if inside else "gin/flowrl_humanoid.gin"
             raise UserError(f"gin file '{f}' is a directory; fix: name a .gin file, e.g. --gin {example}")
         paths.append(str(found))
     try:

@@ -17,7 +17,8 @@ from flowrl.envs.gym_vec import GymVecEnv
 from flowrl.errors import MissingDependencyError
 
 ROOT = Path(__file__).resolve().parents[2]
-GIN_FILES = sorted((ROOT / "gin" / "humanoidbench").glob("*.gin"))
+GIN_FILES = sorted((ROOT / "gin" / "tasks" / "humanoidbench").glob("*.gin"))  # the tasks, for any agent
+ENTRY_FILES = sorted((ROOT / "gin" / "humanoidbench").glob("*.gin"))  # each task with FlowRL tuned for HumanoidBench
 HAVE_HB = importlib.util.find_spec("humanoid_bench") is not None
 needs_hb = pytest.mark.skipif(not HAVE_HB, reason=f"HumanoidBench is not installed; to run these: {hb.INSTALL}")
 
@@ -68,10 +69,15 @@ def test_gin_files_name_known_tasks():
                                                                  "sit_simple")}
     for path in GIN_FILES:
         text = path.read_text()
-        assert text.startswith("#") and "include 'gin/flowrl_base.gin'" in text
-        assert "FlowRLAgent.expectile = 0.8" in text
+        assert text.startswith("#") and "FlowRLAgent" not in text  # a task file binds no agent
         family, _, name = gin_task(path).partition("/")
         assert family == "humanoidbench" and name in hb.known() and path.stem == name.replace("-", "_")
+    assert [p.name for p in ENTRY_FILES] == [p.name for p in GIN_FILES]
+    for path in ENTRY_FILES:
+        text = path.read_text()
+        assert text.startswith("#") and f"include 'gin/tasks/humanoidbench/{path.name}'" in text
+        assert "include 'gin/agents/flowrl.gin'" in text and "include 'gin/agents/flowrl/humanoidbench.gin'" in text
+    assert "FlowRLAgent.expectile = 0.8" in (ROOT / "gin" / "agents" / "flowrl" / "humanoidbench.gin").read_text()
 
 
 def test_missing_humanoid_bench_is_one_line_with_the_install_commands(monkeypatch, fresh_prepare, restore_modules):

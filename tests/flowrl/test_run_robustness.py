@@ -229,7 +229,7 @@ def test_bad_values_are_one_line_and_leave_no_folder(tmp_path, args, needle):
 def test_a_config_without_a_task_is_one_line(tmp_path):
     proc = run("--gin", "gin/flowrl_base.gin", "--run-dir", str(tmp_path / "r"), check=False, timeout=120)
     _one_line_error(proc, "names no task")
-    assert "gin/flowrl_cheetah_run.gin" in proc.stderr
+    assert "gin/tasks/dmc/cheetah_run.gin" in proc.stderr
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
