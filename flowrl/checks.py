@@ -31,6 +31,7 @@ _LOWEST = {
     "Trainer.log_every": 0,
     "Trainer.updates_per_step": 0,
     "Trainer.num_threads": 0,
+    "Trainer.video_every": 0,
     "ReplayBuffer.capacity": 1,
 }
 # What a resumed run cannot change: its checkpoint holds networks, buffers and envs of these sizes.

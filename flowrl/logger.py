@@ -1,5 +1,5 @@
 """Run logs: every scalar as one JSON line with its env step (``metrics.jsonl``), the same as a table
-(``metrics.csv``), and TensorBoard event files.
+(``metrics.csv``), TensorBoard event files, and optionally Weights & Biases (:mod:`flowrl.wandb_sink`).
 
 ``metrics.jsonl`` lines look like ``{"step": 10000, "eval/return_mean": 312.5, ...}``; ``tools/plot.py`` reads them.
 ``metrics.csv`` has one row per line of ``metrics.jsonl``, in order; its columns are ``step`` and then every key
@@ -76,9 +76,9 @@ def _row(record: dict[str, Any], columns: list[str]) -> list[Any]:
 
 class MetricsLogger:
     """Appends scalars to ``run_dir/metrics.jsonl`` and ``run_dir/metrics.csv`` and, when tensorboard is installed,
-    to ``run_dir/tb``."""
+    to ``run_dir/tb`` (and to W&B with ``wandb``); :meth:`video` adds an evaluation video to TensorBoard and W&B."""
 
-    def __init__(self, run_dir: Path, resume_step: int | None = None, tensorboard: bool = True):
+    def __init__(self, run_dir: Path, resume_step: int | None = None, tensorboard: bool = True, wandb: bool = False):
         """``resume_step``: the env step training continues from (None or 0: a fresh start, no earlier lines kept)."""
         self.path = Path(run_dir) / METRICS_FILE
         resume_step = resume_step or 0
@@ -102,6 +102,11 @@ class MetricsLogger:
                 self.writer = SummaryWriter(str(Path(run_dir) / "tb"), purge_step=resume_step + 1)
             except ImportError:
                 warnings.warn("tensorboard is not installed: logging to metrics.jsonl only", stacklevel=2)
+        self.wandb = None
+        if wandb:
+            from flowrl.wandb_sink import WandbSink
+
+            self.wandb = WandbSink.open(run_dir, resume_step)
 
     def log(self, step: int, scalars: dict[str, float]) -> None:
         record = {"step": int(step)}
@@ -120,9 +125,28 @@ class MetricsLogger:
         if self.writer is not None:
             for k, v in scalars.items():
                 self.writer.add_scalar(k, float(v), int(step))
+        if self.wandb is not None:
+            self.wandb.log(step, {k: float(v) for k, v in scalars.items()})
+
+    def video(self, step: int, path: Path, frames: Any, fps: float) -> None:
+        """An evaluation video (already written to ``path``, an MP4): an animated GIF in TensorBoard's images (tag
+        ``eval/video``; smaller than the MP4) and the MP4 in W&B."""
+        if self.writer is not None:
+            from tensorboard.compat.proto.summary_pb2 import Summary
+
+            from flowrl.video import gif_bytes
+
+            gif, height, width = gif_bytes(frames, fps)
+            image = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=gif)
+            self.writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag="eval/video", image=image)]),
+                                                       int(step))  # what SummaryWriter.add_video does, minus moviepy
+        if self.wandb is not None:
+            self.wandb.video(step, path, fps)
 
     def close(self) -> None:
         self.file.close()
         self.csv_file.close()
         if self.writer is not None:
             self.writer.close()
+        if self.wandb is not None:
+            self.wandb.close()

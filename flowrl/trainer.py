@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -26,6 +27,7 @@ from flowrl.envs.registry import make_env
 from flowrl.errors import NonFiniteLossError, UserError
 from flowrl.evaluation import evaluate
 from flowrl.logger import MetricsLogger
+from flowrl.video import VideoUnavailable
 
 CHECKPOINT_FORMAT = 1
 STATE_KEYS = ("format", "env_steps", "segment", "update_debt", "window", "agent", "buffer", "rng")
@@ -65,6 +67,9 @@ class Trainer:
         bf16_autocast: run updates under bfloat16 autocast. None (default) follows the device: on CUDA the
             reference's precision (bf16 autocast, and TF32 matmuls for what stays float32), on the CPU float32.
         display: a live panel on a terminal (False: one plain progress line per log interval).
+        video_every: every this many evaluations (and at the last), one more evaluation episode is rendered into
+            ``videos/step_<N>.mp4`` (TensorBoard and W&B too); 0 (default): no videos. ``Video`` sets the size.
+        wandb: also log to Weights & Biases (:mod:`flowrl.wandb_sink`; offline without a login).
         num_threads: torch's intra-op threads. 0 (default) chooses: torch's default (one per core) when the cores are
             free, fewer (down to one) when the load average says other work shares them; ``thread_note`` says which.
     """
@@ -91,6 +96,8 @@ class Trainer:
         bf16_autocast: bool | None = None,
         display: bool = True,
         num_threads: int = 0,
+        video_every: int = 0,
+        wandb: bool = False,
     ):
         self.run_dir, self.seed = Path(run_dir), seed
         self.device = resolve_device(device)
@@ -100,6 +107,7 @@ class Trainer:
         self.eval_every, self.eval_episodes, self.eval_deterministic = eval_every, eval_episodes, eval_deterministic
         self.checkpoint_every, self.log_every, self.display = checkpoint_every, log_every, display
         self.thread_note = ""
+        self.video_every, self.wandb, self.last_video = video_every, wandb, None
         if num_threads == 0 and hasattr(os, "getloadavg"):
             default, load = torch.get_num_threads(), os.getloadavg()[0]
             num_threads = threads_for_shared_cores(_cpus(), load, default)
@@ -213,7 +221,7 @@ class Trainer:
 
     def train(self) -> dict[str, float]:
         """Run until ``total_steps``; returns the last evaluation. Ctrl-C / SIGTERM checkpoint and stop cleanly."""
-        logger = MetricsLogger(self.run_dir, resume_step=self.env_steps)
+        logger = MetricsLogger(self.run_dir, resume_step=self.env_steps, wandb=self.wandb)
         progress = Progress(self.total_steps, self.env_steps, live=self.display)
         previous = {s: signal.signal(s, self._request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
         last_eval: dict[str, float] = {}
@@ -232,6 +240,9 @@ class Trainer:
                 if self._crossed(prev_steps, self.eval_every) or self.env_steps >= self.total_steps:
                     last_eval = self._evaluate()
                     logger.log(self.env_steps, {f"eval/{k}": v for k, v in last_eval.items()})
+                    if self.last_video is not None:
+                        logger.video(self.env_steps, *self.last_video)
+                        self.last_video = None
                     progress.last_eval = last_eval["return_mean"]
                     progress.update(self.env_steps, updates_done)
                 if self._crossed(prev_steps, self.checkpoint_every) or self.env_steps >= self.total_steps:
@@ -293,9 +304,34 @@ class Trainer:
         try:
             with torch.random.fork_rng(devices=devices):
                 torch.manual_seed(seed)
-                return evaluate(lambda o: self.agent.act(o, deterministic=self.eval_deterministic), env)
+                result = evaluate(lambda o: self.agent.act(o, deterministic=self.eval_deterministic), env)
+                if self._video_due():
+                    self._record_video(seed)
+                return result
         finally:
             env.close()
+
+    def _video_due(self) -> bool:
+        if self.video_every <= 0:
+            return False
+        if self.eval_every <= 0 or self.env_steps >= self.total_steps:
+            return True
+        return (self.env_steps // self.eval_every) % self.video_every == 0
+
+    def _record_video(self, seed: int) -> None:
+        """One evaluation episode (seeded like the first) rendered to ``videos/step_<N>.mp4``; where that cannot be
+        done, one note and no more videos in this run."""
+        from flowrl import video
+
+        try:
+            act = lambda o: self.agent.act(o, deterministic=self.eval_deterministic)  # noqa: E731
+            frames, fps = video.record(act, video.bound_task(), seed)
+            path = video.write_mp4(video.video_path(self.run_dir, self.env_steps), frames, fps)
+        except VideoUnavailable as e:
+            print(f"note: {e}; training goes on without videos", file=sys.stderr)
+            self.video_every = 0
+            return
+        self.last_video = (path, frames, fps)
 
     def _accumulate(self, metrics: dict[str, float]) -> None:
         for k, v in metrics.items():

@@ -1,5 +1,6 @@
 """Shared test set-up: the repository root on sys.path and small helpers."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -27,3 +28,7 @@ def _fresh_gin_config():
     # test's hand-built agent or trainer sees: every test parses what it needs itself.
     yield
     gin.clear_config()
+
+# Weights & Biases never reaches the network from a test (tests that need another mode set it themselves).
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")

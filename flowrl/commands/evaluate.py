@@ -1,7 +1,8 @@
 """Evaluate a run's checkpoint: ``python tools/evaluate.py RUN_DIR [--checkpoint step_000050000.pt] [--episodes 10]``.
 
 Rebuilds the agent and the task from the run's own ``config.gin``, loads the networks, and reports the return (and
-the success rate where the task reports one) over N episodes.
+the success rate where the task reports one) over N episodes. ``--video`` also renders one more episode, seeded like
+the first, into ``RUN/videos/step_<N>.mp4`` (``Video`` bindings in the run's config set its size).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import gin
 
+from flowrl import video
 from flowrl.checkpoint import latest_checkpoint, load_checkpoint, require
 from flowrl.checks import check_device
 from flowrl.cli import OneLineParser, positive_int, prog, run_main
@@ -31,6 +33,7 @@ def main() -> int:
                         "default: as the run evaluated (its Trainer.eval_deterministic)")
     p.add_argument("--seed", type=int, default=12345)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--video", action="store_true", help="also render an episode to RUN/videos/step_<N>.mp4")
     args = p.parse_args()
     check_device(args.device)
 
@@ -38,15 +41,24 @@ def main() -> int:
     state = load_checkpoint(path)
     require(state, ("agent", "env_steps"), path)
     parse([str(args.run_dir / "config.gin")])
+    if args.video:
+        video.check_settings()
     env = gin.query_parameter("Trainer.env_fn").scoped_configurable_fn(num_envs=args.episodes, seed=args.seed)
     agent_fn = gin.query_parameter("Trainer.agent").scoped_configurable_fn
     agent = agent_fn(env.obs_dim, env.act_dim, device=resolve_device(args.device))
     agent.load_state_dict(state["agent"])
     deterministic = args.deterministic if args.deterministic is not None else _run_evaluated_deterministic()
+    act = lambda o: agent.act(o, deterministic=deterministic)  # noqa: E731
     try:
-        result = evaluate(lambda o: agent.act(o, deterministic=deterministic), env)
+        result = evaluate(act, env)
     finally:
         env.close()
+    if args.video:
+        try:
+            frames, fps = video.record(act, video.bound_task(), args.seed)
+            result["video"] = str(video.write_mp4(video.video_path(args.run_dir, state["env_steps"]), frames, fps))
+        except video.VideoUnavailable as e:
+            print(f"note: {e}; no video written", file=sys.stderr)
     print(json.dumps({"checkpoint": str(path), "env_steps": state["env_steps"], "episodes": args.episodes,
                       "deterministic": deterministic, **result}))
     return 0

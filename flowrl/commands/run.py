@@ -2,7 +2,9 @@
 
 Writes into the run folder: ``config.gin`` (the operative config, rewritten at every start and resume, ``--bind``
 overrides included), ``command.txt``, ``provenance.jsonl`` (code commit, host, package versions, device: one line
-per start or resume), ``metrics.jsonl``, ``tb/`` (TensorBoard) and ``checkpoints/``. ``--resume RUN_DIR`` continues
+per start or resume), ``bindings.json`` (the config as JSON), ``metrics.jsonl`` and ``metrics.csv``, ``tb/``
+(TensorBoard), ``checkpoints/``, and where asked ``videos/`` (``Trainer.video_every``) and ``wandb/`` (``--wandb``,
+with the W&B run id in ``wandb.json``). ``--resume RUN_DIR`` continues
 a run from its newest checkpoint with the run's own config (``--bind`` may still override, for example to extend
 ``Trainer.total_steps``; the override is saved, so a later plain ``--resume`` keeps it). One live process owns a run
 folder at a time. Exit status: 0 done, 1 non-finite loss, 2 user error, 130 Ctrl-C, 143 SIGTERM
@@ -22,7 +24,7 @@ from pathlib import Path
 import gin
 
 from flowrl import bindings as run_bindings
-from flowrl import provenance
+from flowrl import provenance, video
 from flowrl.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, require
 from flowrl.checks import bound_values, check_config, check_resume, value_of
 from flowrl.cli import OneLineParser, invocation, prog, run_main
@@ -41,6 +43,8 @@ def build_parser() -> OneLineParser:
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the run in RUN_DIR from its newest checkpoint")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to train (binds Trainer.device)")
     p.add_argument("--no-display", action="store_true", help="plain progress lines instead of the live bar")
+    p.add_argument("--wandb", action="store_true", help="also log to Weights & Biases (binds Trainer.wandb; offline "
+                   "into RUN/wandb without a login; kept on resume)")
     return p
 
 
@@ -51,6 +55,8 @@ def main() -> int:
         bindings.append(f"Trainer.seed = {args.seed}")
     if args.device is not None:
         bindings.append(f"Trainer.device = '{args.device}'")
+    if args.wandb:
+        bindings.append("Trainer.wandb = True")
     display = {"display": False} if args.no_display else {}  # how this process shows progress, not run config
 
     state = checkpoint = None
@@ -71,6 +77,7 @@ def main() -> int:
             raise UserError(f"no config given; fix: {invocation('run')} --gin gin/flowrl_humanoid.gin")
         parse(args.gin, bindings)
         check_config()
+        video.check_settings()
         stem = Path(args.gin[0]).stem
         seed = value_of("Trainer.seed", 0)
         run_dir = args.run_dir or Path("runs") / f"{stem}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -138,6 +145,7 @@ def _parse_resume(run_dir: Path, bindings: list[str], state: dict, checkpoint: P
     parse([str(config)], bindings)
     check_resume(bindings, saved)
     check_config()
+    video.check_settings()
 
 
 def cli() -> None:

@@ -37,12 +37,15 @@ def build_parser() -> OneLineParser:
     p.add_argument("--shard", metavar="K/N", help="run only the K-th of N disjoint shares of the trials (0 <= K < N), "
                    "e.g. one per job of a SLURM array: --shard $SLURM_ARRAY_TASK_ID/4 with --array=0-3")
     p.add_argument("--dry-run", action="store_true", help="check the grid and write sweep.json; run nothing")
+    p.add_argument("--wandb", action="store_true", help="log every trial to Weights & Biases, grouped: group = the "
+                   "sweep folder's name, job type = the variant, tags = task and seed")
     return p
 
 
 def main() -> int:
     args = build_parser().parse_args()
-    return run_sweep(args.gin, args.vary, args.tasks, args.seeds, args.bind, args.out, threads=args.threads,
+    binds = [*args.bind, *(["Trainer.wandb = True"] if args.wandb else [])]
+    return run_sweep(args.gin, args.vary, args.tasks, args.seeds, binds, args.out, threads=args.threads,
                      parallel=args.parallel, ray=args.ray, ray_address=args.ray_address, ray_cpus=args.ray_cpus,
                      gpus=args.gpus, max_retries=args.max_retries, dry_run=args.dry_run,
                      command=[sys.executable, *sys.argv], shard_spec=args.shard)

@@ -102,6 +102,13 @@ def command(trial: Trial) -> list[str]:
     return [*start, *head, *[a for b in binds for a in ("--bind", b)], "--no-display"]
 
 
+def wandb_env(trial: Trial) -> dict[str, str]:
+    """How W&B groups a trial that logs to it (``--wandb``): group = the sweep (its folder's name), job type = the
+    variant, tags = task and seed."""
+    sweep = Path(trial.run_dir).parents[2].name  # SWEEP/<task>/<variant>/s<seed>
+    return {"WANDB_RUN_GROUP": sweep, "WANDB_JOB_TYPE": trial.variant, "WANDB_TAGS": f"{trial.task},seed={trial.seed}"}
+
+
 def _runs_in(pid: int, run_dir: Path) -> bool:
     """Whether process ``pid`` lives and is a run in ``run_dir`` (a pid may since belong to another process)."""
     try:
@@ -137,7 +144,7 @@ def run_trial(trial: Trial, threads: int = 1, leftover_timeout: float = 300.0) -
         return {"id": trial.id, "status": "done", "returncode": 0, "error": "", "ran": False}
     run_dir.mkdir(parents=True, exist_ok=True)
     _wait_for_leftover(run_dir, leftover_timeout)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), **wandb_env(trial)}
     argv = [sys.executable, "-c", _LAUNCH, str(os.getpid()), *command(trial)]
     with open(run_dir / LOG_FILE, "ab") as log:
         log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {socket.gethostname()}\n".encode())

@@ -1,15 +1,19 @@
-"""Issue 19: what a run folder holds besides the JSON lines: ``metrics.csv`` (the same history as a table, nothing
-twice after a resume) and ``bindings.json`` (the config as data, read by plot and report; old folders still work)."""
+"""Issue 19: what a run folder holds besides the JSON lines, on one real run interrupted past its checkpoint and
+resumed: ``metrics.csv`` (the same history as a table, nothing twice), ``bindings.json`` (the config as data, read by
+plot and report; old folders still work), evaluation videos, and a Weights & Biases run (the real ``wandb`` package,
+offline) that survives the resume without a step sent twice."""
 
 import csv
 import json
 import shutil
+import struct
 import sys
 from pathlib import Path
 
 import pytest
 
 from flowrl import bindings
+from flowrl.checkpoint import list_checkpoints
 from flowrl.logger import read_metrics
 from flowrl.report.runs import load_run
 
@@ -17,18 +21,25 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "flowrl"))
 sys.path.insert(0, str(ROOT / "tools"))
 from test_run import TINY, run  # noqa: E402
+from test_video import frames_of  # noqa: E402
+
+VIDEO = ["--bind", "Trainer.video_every = 1", "--bind", "Video.width = 64", "--bind", "Video.height = 48",
+         "--bind", "Video.max_frames = 4"]
+OFFLINE = {"WANDB_MODE": "offline", "WANDB_SILENT": "true"}  # never the network
 
 
 @pytest.fixture(scope="module")
 def resumed(tmp_path_factory):
-    """A tiny run stopped at 600 env steps, its metrics torn at the end, and resumed to 1,200."""
-    run_dir = tmp_path_factory.mktemp("outputs") / "run"
-    run(*TINY, "--bind", "Trainer.total_steps = 600", "--run-dir", str(run_dir))
-    with open(run_dir / "metrics.csv", "a") as f:
-        f.write("700,1.0,2.0\n")  # a line the interrupted run logged after its checkpoint
-    with open(run_dir / "metrics.jsonl", "a") as f:
-        f.write('{"step": 700, "critic/loss": 1.0}\n')
-    run("--resume", str(run_dir), "--bind", "Trainer.total_steps = 1200", "--no-display")
+    """A tiny run with W&B and videos to 1,200 env steps, its last checkpoint lost (as if killed after logging
+    1,200 but before checkpointing it), resumed from 600 to 1,800."""
+    base = tmp_path_factory.mktemp("outputs")
+    run_dir = base / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in {**OFFLINE, "WANDB_CONFIG_DIR": str(base / "wandb-config")}.items():
+            mp.setenv(k, v)
+        run(*TINY, *VIDEO, "--bind", "Trainer.total_steps = 1200", "--wandb", "--run-dir", str(run_dir))
+        list_checkpoints(run_dir)[-1].unlink()
+        run("--resume", str(run_dir), "--bind", "Trainer.total_steps = 1800", "--no-display")
     return run_dir
 
 
@@ -36,8 +47,9 @@ def test_metrics_csv_matches_metrics_jsonl_after_a_resume(resumed):
     records = read_metrics(resumed)
     with open(resumed / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert [r["step"] for r in records] == [int(r["step"]) for r in rows]  # one row per line, nothing twice
-    assert 700 not in [r["step"] for r in records] and records[-1]["step"] == 1200
+    assert [r["step"] for r in records] == [int(r["step"]) for r in rows]  # one row per line
+    logs = [r["step"] for r in records if "eval/return_mean" not in r]
+    assert logs == list(range(200, 1801, 200))  # nothing twice: the lines logged after 600 were replaced
     columns = list(rows[0])
     assert columns[0] == "step" and set(columns) == {k for r in records for k in r}
     assert "eval/return_mean" in columns and "critic/loss" in columns
@@ -52,7 +64,7 @@ def test_metrics_csv_matches_metrics_jsonl_after_a_resume(resumed):
 def test_bindings_json_is_the_config_as_data(resumed):
     data = json.loads((resumed / "bindings.json").read_text())
     assert data == bindings.parse((resumed / "config.gin").read_text())
-    assert data["make_env.task"] == "dmc/cheetah-run" and data["Trainer.total_steps"] == 1200  # the resume's value
+    assert data["make_env.task"] == "dmc/cheetah-run" and data["Trainer.total_steps"] == 1800  # the resume's value
     assert data["MLPVelocity.hidden"] == 16 and data["Trainer.agent"].startswith("@")
     assert load_run(resumed).task == "dmc/cheetah-run"
 
@@ -91,3 +103,92 @@ Agent.names = {'a': [True, None]}
         "Agent.sizes": [1, 2], "Agent.names": {"a": [True, None]},
     }  # fmt: skip
     assert [bindings.text(v) for v in ("@W2()", "x", 1e-05, [1, "a"])] == ["@W2()", "'x'", "1e-05", "[1, 'a']"]
+
+
+def test_videos_are_written_at_each_evaluation(resumed):
+    names = sorted(p.name for p in (resumed / "videos").iterdir())
+    assert names == ["step_000000600.mp4", "step_000001200.mp4", "step_000001800.mp4"]
+    assert all(frames_of(resumed / "videos" / n) == (4, 64, 48) for n in names)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(resumed / "tb"), size_guidance={"images": 0})
+    events.Reload()
+    assert "eval/video" in events.Tags()["images"]
+    assert {e.step for e in events.Images("eval/video")} >= {600, 1800}
+
+
+def wandb_records(path: Path) -> list:
+    """The protobuf records of a W&B transaction log (``run-<id>.wandb``: a LevelDB-style log of 32 KiB blocks)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data, records, pos, pending = path.read_bytes(), [], 7, b""
+    assert data[:4] == b":W&B"
+    while pos + 7 <= len(data):
+        if 32768 - pos % 32768 < 7:  # a block's tail too short for a header is padding
+            pos += 32768 - pos % 32768
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        pending = chunk if kind in (1, 2) else pending + chunk
+        if kind in (1, 4):  # full, or last of several
+            record = pb.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+    return records
+
+
+def test_wandb_offline_run_survives_the_resume_without_a_step_twice(resumed):
+    run_id = json.loads((resumed / "wandb.json").read_text())["id"]
+    folders = sorted((resumed / "wandb").glob("offline-run-*"), key=lambda p: p.name)
+    assert len(folders) == 2 and all(f.name.endswith(run_id) for f in folders)  # one W&B run, two processes
+    steps, configs, media = [], [], []
+    for folder in folders:
+        history, config = [], {}
+        for record in wandb_records(folder / f"run-{run_id}.wandb"):
+            kind = record.WhichOneof("record_type")
+            if kind == "history":
+                row = {(i.key or i.nested_key[0]): i.value_json for i in record.history.item}
+                history.append(int(row["_step"]))
+            elif kind == "config":
+                config.update({i.key: json.loads(i.value_json) for i in record.config.update})
+            elif kind == "run":
+                assert record.run.run_id == run_id and record.run.project == "flowrl"
+        steps.append(history)
+        configs.append(config)
+        media += [p.name for p in (folder / "files").rglob("*.mp4")]
+        assert (folder / "files" / "config.gin").is_file()
+    every = steps[0] + steps[1]
+    assert every == sorted(set(every))  # monotone across the resume, no step twice
+    assert steps[0][-1] == 1200 and steps[1] == [1400, 1600, 1800]  # 800..1200 were sent by the first process
+    assert configs[0]["make_env.task"] == "dmc/cheetah-run" and configs[1]["Trainer.total_steps"] == 1800
+    assert configs[1]["provenance"]["packages"]["torch"] and configs[1]["Trainer.wandb"] is True
+    assert len(media) == 3  # the videos at 600 and 1200 (first process) and 1800 (second)
+
+
+def test_missing_wandb_or_a_failing_service_is_one_note_and_the_run_goes_on(tmp_path, monkeypatch, capsys):
+    from flowrl.logger import MetricsLogger
+
+    for k, v in OFFLINE.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setitem(sys.modules, "wandb", None)  # as if not installed: importing it raises ImportError
+    (tmp_path / "a").mkdir()
+    logger = MetricsLogger(tmp_path / "a", wandb=True)
+    logger.log(10, {"critic/loss": 1.0})
+    logger.close()
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("note: --wandb asked for but wandb is not installed")
+    assert "training goes on without W&B" in err and read_metrics(tmp_path / "a") == [{"step": 10, "critic/loss": 1.0}]
+    monkeypatch.delitem(sys.modules, "wandb")
+    # A service that refuses: W&B online with no credentials (and a server that is not there).
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    (tmp_path / "b").mkdir()
+    logger = MetricsLogger(tmp_path / "b", wandb=True)
+    logger.log(10, {"critic/loss": 1.0})
+    logger.close()
+    err = capsys.readouterr().err
+    assert [line.split(" (")[0] for line in err.splitlines() if line.startswith("note:")] == ["note: W&B did not start"]
+    assert read_metrics(tmp_path / "b") == [{"step": 10, "critic/loss": 1.0}]

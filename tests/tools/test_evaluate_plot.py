@@ -57,3 +57,20 @@ def test_plot_groups_seeds_of_one_config_into_one_curve(runs, tmp_path):
 def test_plot_unknown_folder_is_one_line(tmp_path):
     proc = tool("tools/plot.py", str(tmp_path / "absent"))
     assert proc.returncode == 2 and "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_evaluate_video_renders_an_episode_into_the_run_folder(runs, tmp_path):
+    import shutil
+
+    sys.path.insert(0, str(ROOT / "tests" / "flowrl"))
+    from test_video import frames_of
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(runs[0], run_dir)
+    with open(run_dir / "config.gin", "a") as f:  # a short, small video (the defaults draw a whole episode)
+        f.write("\nVideo.width = 64\nVideo.height = 48\nVideo.max_frames = 5\n")
+    proc = tool("tools/evaluate.py", str(run_dir), "--episodes", "1", "--device", "cpu", "--video")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["video"] == str(run_dir / "videos" / "step_000000600.mp4")
+    assert frames_of(Path(result["video"])) == (5, 64, 48)

@@ -260,3 +260,17 @@ def test_a_signalled_sweep_stops_its_trials_with_checkpoints_and_retries_none(tm
     assert others and not any((d / "sweep.log").exists() for d in others)  # the queued trial never started
     with pytest.raises(ProcessLookupError):
         os.kill(child, 0)  # the run is gone, not orphaned
+
+
+def test_wandb_groups_a_sweeps_trials(tmp_path):
+    from flowrl.sweep.plan import read_plan
+    from flowrl.sweep.trial import command, wandb_env
+
+    out = tmp_path / "reg-ablation"
+    proc = sweep(*TINY, "--seeds", "0", "--out", str(out), "--wandb", "--dry-run", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    trials = read_plan(out)
+    assert [t.variant for t in trials] == ["base", "reg_kl"]
+    assert all("Trainer.wandb = True" in command(t) for t in trials)
+    assert wandb_env(trials[1]) == {"WANDB_RUN_GROUP": "reg-ablation", "WANDB_JOB_TYPE": "reg_kl",
+                                    "WANDB_TAGS": "dmc/cheetah-run,seed=0"}

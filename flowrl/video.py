@@ -1,0 +1,157 @@
+"""Videos of the policy: one evaluation episode rendered off-screen with MuJoCo and written as an MP4.
+
+The renderer is chosen once, here: ``MUJOCO_GL`` when it is set, else EGL (a GPU's driver, or Mesa's software EGL on
+a CPU machine: about 0.1 s a frame at 320x240 there). Where no off-screen renderer works, :func:`record` raises
+:class:`VideoUnavailable` with one line that names the fix; the runner prints it once and trains on without videos.
+MP4s are encoded with PyAV (FFmpeg's H.264 encoder, inside its wheel).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import gin
+import numpy as np
+
+# Before any MuJoCo GL module is imported: they read the backend once.
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+RENDERER_FIX = ("install an off-screen OpenGL: EGL (Debian: apt-get install libegl1 libgl1-mesa-dri) or OSMesa "
+                "(libosmesa6, with MUJOCO_GL=osmesa)")
+
+
+class VideoUnavailable(RuntimeError):
+    """No video can be made here (no renderer, no encoder, a task family without a renderer); one line says why."""
+
+
+@gin.configurable
+@dataclass
+class Video:
+    """How evaluation videos look: ``width`` x ``height`` pixels (even numbers: H.264 halves the colour planes),
+    about ``fps`` frames per second of simulated time (every k-th env step is drawn, so playback is real time), at
+    most ``max_frames`` frames (an episode of 1,000 steps at 40 Hz is 1,000 frames, about 2 minutes of rendering on
+    a CPU)."""
+
+    width: int = 320
+    height: int = 240
+    fps: float = 30.0
+    max_frames: int = 1000
+
+
+def check_settings(settings: Video | None = None) -> None:
+    """Raise a one-line UserError for a ``Video`` setting no encoder can take (before a run starts)."""
+    from flowrl.errors import UserError
+
+    v = settings or Video()
+    if not (isinstance(v.width, int) and isinstance(v.height, int) and v.width >= 2 and v.height >= 2
+            and v.width % 2 == 0 and v.height % 2 == 0):
+        raise UserError(f"Video size {v.width}x{v.height} is not two even numbers of at least 2 (H.264 needs "
+                        f"them); fix: e.g. --bind 'Video.width = 320' --bind 'Video.height = 240'")
+    if not v.fps > 0 or not (isinstance(v.max_frames, int) and v.max_frames >= 1):
+        raise UserError(f"Video.fps = {v.fps} and Video.max_frames = {v.max_frames} must be positive; fix: e.g. "
+                        f"--bind 'Video.fps = 30' --bind 'Video.max_frames = 1000'")
+
+
+def record(act: Callable[[np.ndarray], np.ndarray], task: str, seed: int, settings: Video | None = None
+           ) -> tuple[np.ndarray, float]:
+    """Run one episode of ``task`` (seeded with ``seed``) with ``act (1, obs_dim) -> (1, act_dim)``, drawing frames.
+
+    Returns the frames ``(T, height, width, 3)`` uint8 and their rate in frames per second.
+    """
+    from flowrl.envs.render import make_renderable
+
+    from flowrl.errors import UserError
+
+    settings = settings or Video()
+    try:
+        env = make_renderable(task, seed, settings.width, settings.height)
+    except VideoUnavailable:
+        raise
+    except UserError as e:  # a missing package (HumanoidBench, dm_control)
+        raise VideoUnavailable(str(e)) from e
+    except Exception as e:  # a GL backend that fails at import (dm_control probes it when imported)
+        raise _no_renderer(e) from e
+    try:
+        stride = max(1, round(env.fps / settings.fps))
+        obs, done, frames, step = env.reset(), False, [], 0
+        frames.append(_frame(env))
+        while not done and len(frames) < settings.max_frames:
+            obs, done = env.step(act(obs))
+            step += 1
+            if step % stride == 0 or done:
+                frames.append(_frame(env))
+    finally:
+        env.close()
+    return np.stack(frames), env.fps / stride
+
+
+def _frame(env) -> np.ndarray:
+    try:
+        return np.asarray(env.render(), dtype=np.uint8)
+    except Exception as e:  # each GL backend fails its own way (ImportError, RuntimeError, OSError, ...)
+        raise _no_renderer(e) from e
+
+
+def _no_renderer(e: Exception) -> VideoUnavailable:
+    return VideoUnavailable(f"no off-screen renderer works here (MUJOCO_GL={os.environ.get('MUJOCO_GL')}: "
+                            f"{_short(e)}); fix: {RENDERER_FIX}")
+
+
+def write_mp4(path: Path, frames: np.ndarray, fps: float) -> Path:
+    """Encode ``frames (T, H, W, 3)`` uint8 as H.264 in ``path`` (written atomically); returns ``path``."""
+    try:
+        import av
+    except ImportError as e:
+        raise VideoUnavailable(f"PyAV is not installed ({e}); fix: pip install av") from e
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    from fractions import Fraction
+
+    with av.open(str(tmp), mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
+        container.mux(stream.encode())
+    os.replace(tmp, path)
+    return path
+
+
+def gif_bytes(frames: np.ndarray, fps: float, max_fps: float = 10.0, max_width: int = 160) -> tuple[bytes, int, int]:
+    """A small animated GIF of ``frames`` for TensorBoard's image tab (fewer frames and pixels than the MP4), and
+    its height and width."""
+    import imageio.v3 as iio
+
+    step = max(1, round(fps / max_fps))
+    scale = max(1, -(-frames.shape[2] // max_width))
+    small = frames[::step, ::scale, ::scale]
+    buffer = io.BytesIO()
+    iio.imwrite(buffer, small, extension=".gif", duration=1000.0 * step / fps, loop=0)
+    return buffer.getvalue(), small.shape[1], small.shape[2]
+
+
+def bound_task() -> str:
+    """The task of the parsed config (``make_env.task``): what a video draws."""
+    try:
+        task = gin.query_parameter("make_env.task")
+    except ValueError:
+        task = None
+    if not isinstance(task, str):
+        raise VideoUnavailable("videos need the config's task (make_env.task is unbound); fix: bind make_env.task, "
+                               "or Trainer.video_every = 0")
+    return task
+
+
+def video_path(run_dir: Path, step: int) -> Path:
+    """``RUN/videos/step_<N>.mp4``, N zero-padded like checkpoints so names sort by step."""
+    return Path(run_dir) / "videos" / f"step_{step:09d}.mp4"
+
+
+def _short(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:160]}" if text else type(e).__name__
