@@ -75,3 +75,10 @@ def test_selector_calls_the_policy_sampler_without_gradient():
 def test_bad_candidate_count_is_refused():
     with pytest.raises(ValueError, match="num_candidates must be >= 1"):
         BestOfN(num_candidates=0)
+
+
+def test_one_candidate_is_allowed_and_the_default_is_qvpos_evaluation_count():
+    assert BestOfN().num_candidates == 32  # QVPO's eval_sample (main.py:83)
+    one = type("OneCandidate", (), {"sample": staticmethod(lambda states: torch.full((states.shape[0], 1), -0.5))})
+    action = BestOfN(num_candidates=1)(one(), TwinLinear(), torch.tensor([[0.0], [1.0]]))
+    torch.testing.assert_close(action, torch.tensor([[-0.5], [-0.5]]))
