@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 from test_run import TINY, run  # noqa: E402
 from test_video import frames_of  # noqa: E402
 
+SHORT = ["--bind", "Trainer.eval_every = 300", "--bind", "Trainer.checkpoint_every = 300"]
 VIDEO = ["--bind", "Trainer.video_every = 1", "--bind", "Video.width = 64", "--bind", "Video.height = 48",
          "--bind", "Video.max_frames = 4"]
 OFFLINE = {"WANDB_MODE": "offline", "WANDB_SILENT": "true"}  # never the network
@@ -30,16 +31,16 @@ OFFLINE = {"WANDB_MODE": "offline", "WANDB_SILENT": "true"}  # never the network
 
 @pytest.fixture(scope="module")
 def resumed(tmp_path_factory):
-    """A tiny run with W&B and videos to 1,200 env steps, its last checkpoint lost (as if killed after logging
-    1,200 but before checkpointing it), resumed from 600 to 1,800."""
+    """A tiny run with W&B and videos to 600 env steps, its last checkpoint lost (as if killed after logging 600
+    but before checkpointing it), resumed from 300 to 900."""
     base = tmp_path_factory.mktemp("outputs")
     run_dir = base / "run"
     with pytest.MonkeyPatch.context() as mp:
         for k, v in {**OFFLINE, "WANDB_CONFIG_DIR": str(base / "wandb-config")}.items():
             mp.setenv(k, v)
-        run(*TINY, *VIDEO, "--bind", "Trainer.total_steps = 1200", "--wandb", "--run-dir", str(run_dir))
+        run(*TINY, *SHORT, *VIDEO, "--bind", "Trainer.total_steps = 600", "--wandb", "--run-dir", str(run_dir))
         list_checkpoints(run_dir)[-1].unlink()
-        run("--resume", str(run_dir), "--bind", "Trainer.total_steps = 1800", "--no-display")
+        run("--resume", str(run_dir), "--bind", "Trainer.total_steps = 900", "--no-display")
     return run_dir
 
 
@@ -49,7 +50,8 @@ def test_metrics_csv_matches_metrics_jsonl_after_a_resume(resumed):
         rows = list(csv.DictReader(f))
     assert [r["step"] for r in records] == [int(r["step"]) for r in rows]  # one row per line
     logs = [r["step"] for r in records if "eval/return_mean" not in r]
-    assert logs == list(range(200, 1801, 200))  # nothing twice: the lines logged after 600 were replaced
+    assert logs == [200, 400, 600, 800]  # nothing twice: the lines logged after 300 were replaced
+    assert [r["step"] for r in records if "eval/return_mean" in r] == [300, 600, 900]
     columns = list(rows[0])
     assert columns[0] == "step" and set(columns) == {k for r in records for k in r}
     assert "eval/return_mean" in columns and "critic/loss" in columns
@@ -64,7 +66,7 @@ def test_metrics_csv_matches_metrics_jsonl_after_a_resume(resumed):
 def test_bindings_json_is_the_config_as_data(resumed):
     data = json.loads((resumed / "bindings.json").read_text())
     assert data == bindings.parse((resumed / "config.gin").read_text())
-    assert data["make_env.task"] == "dmc/cheetah-run" and data["Trainer.total_steps"] == 1800  # the resume's value
+    assert data["make_env.task"] == "dmc/cheetah-run" and data["Trainer.total_steps"] == 900  # the resume's value
     assert data["MLPVelocity.hidden"] == 16 and data["Trainer.agent"].startswith("@")
     assert load_run(resumed).task == "dmc/cheetah-run"
 
@@ -107,14 +109,14 @@ Agent.names = {'a': [True, None]}
 
 def test_videos_are_written_at_each_evaluation(resumed):
     names = sorted(p.name for p in (resumed / "videos").iterdir())
-    assert names == ["step_000000600.mp4", "step_000001200.mp4", "step_000001800.mp4"]
+    assert names == ["step_000000300.mp4", "step_000000600.mp4", "step_000000900.mp4"]
     assert all(frames_of(resumed / "videos" / n) == (4, 64, 48) for n in names)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(resumed / "tb"), size_guidance={"images": 0})
     events.Reload()
     assert "eval/video" in events.Tags()["images"]
-    assert {e.step for e in events.Images("eval/video")} >= {600, 1800}
+    assert {e.step for e in events.Images("eval/video")} >= {300, 900}
 
 
 def wandb_records(path: Path) -> list:
@@ -159,10 +161,10 @@ def test_wandb_offline_run_survives_the_resume_without_a_step_twice(resumed):
         assert (folder / "files" / "config.gin").is_file()
     every = steps[0] + steps[1]
     assert every == sorted(set(every))  # monotone across the resume, no step twice
-    assert steps[0][-1] == 1200 and steps[1] == [1400, 1600, 1800]  # 800..1200 were sent by the first process
-    assert configs[0]["make_env.task"] == "dmc/cheetah-run" and configs[1]["Trainer.total_steps"] == 1800
+    assert steps[0] == [300, 400, 600] and steps[1] == [800, 900]  # 400 and 600 were sent by the first process
+    assert configs[0]["make_env.task"] == "dmc/cheetah-run" and configs[1]["Trainer.total_steps"] == 900
     assert configs[1]["provenance"]["packages"]["torch"] and configs[1]["Trainer.wandb"] is True
-    assert len(media) == 3  # the videos at 600 and 1200 (first process) and 1800 (second)
+    assert len(media) == 3  # the videos at 300 and 600 (first process) and 900 (second)
 
 
 def test_missing_wandb_or_a_failing_service_is_one_note_and_the_run_goes_on(tmp_path, monkeypatch, capsys):
@@ -179,12 +181,19 @@ def test_missing_wandb_or_a_failing_service_is_one_note_and_the_run_goes_on(tmp_
     assert err.count("\n") == 1 and err.startswith("note: --wandb asked for but wandb is not installed")
     assert "training goes on without W&B" in err and read_metrics(tmp_path / "a") == [{"step": 10, "critic/loss": 1.0}]
     monkeypatch.delitem(sys.modules, "wandb")
+    # No login and no WANDB_MODE: W&B records offline into the run folder.
+    monkeypatch.delenv("WANDB_MODE")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    (tmp_path / "c").mkdir()
+    logger = MetricsLogger(tmp_path / "c", wandb=True)
+    logger.log(10, {"critic/loss": 1.0})
+    logger.close()
+    assert "offline" in capsys.readouterr().err and list((tmp_path / "c" / "wandb").glob("offline-run-*/run-*.wandb"))
     # A service that refuses: W&B online with no credentials (and a server that is not there).
     monkeypatch.setenv("WANDB_MODE", "online")
     monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
-    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
     (tmp_path / "b").mkdir()
     logger = MetricsLogger(tmp_path / "b", wandb=True)
     logger.log(10, {"critic/loss": 1.0})
@@ -192,3 +201,13 @@ def test_missing_wandb_or_a_failing_service_is_one_note_and_the_run_goes_on(tmp_
     err = capsys.readouterr().err
     assert [line.split(" (")[0] for line in err.splitlines() if line.startswith("note:")] == ["note: W&B did not start"]
     assert read_metrics(tmp_path / "b") == [{"step": 10, "critic/loss": 1.0}]
+
+
+@pytest.mark.parametrize("binding, needle", [
+    ("Video.width = 65", "Video size 65x240 is not two even numbers"),
+    ("Trainer.video_every = -1", "Trainer.video_every = -1 is below 0"),
+])  # fmt: skip
+def test_bad_video_values_are_one_line_and_leave_no_folder(tmp_path, binding, needle):
+    proc = run(*TINY, "--bind", binding, "--run-dir", str(tmp_path / "r"), check=False, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and needle in proc.stderr and "fix: " in proc.stderr
+    assert not (tmp_path / "r").exists()
