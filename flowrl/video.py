@@ -1,7 +1,8 @@
 """Videos of the policy: one evaluation episode rendered off-screen with MuJoCo and written as an MP4.
 
-The renderer is chosen once, here: ``MUJOCO_GL`` when it is set, else EGL (a GPU's driver, or Mesa's software EGL on
-a CPU machine: about 0.1 s a frame at 320x240 there). Where no off-screen renderer works, :func:`record` raises
+The renderer is chosen once, here: ``MUJOCO_GL`` when it is set, else EGL on a machine without a display (a GPU's
+driver, or Mesa's software EGL on a CPU machine: about 0.1 s a frame at 320x240 there), and MuJoCo's own choice
+(GLFW first) where there is a display. Where no off-screen renderer works, :func:`record` raises
 :class:`VideoUnavailable` with one line that names the fix; the runner prints it once and trains on without videos.
 MP4s are encoded with PyAV (FFmpeg's H.264 encoder, inside its wheel).
 """
@@ -17,8 +18,9 @@ from typing import Callable
 import gin
 import numpy as np
 
-# Before any MuJoCo GL module is imported: they read the backend once.
-os.environ.setdefault("MUJOCO_GL", "egl")
+# Before any MuJoCo GL module is imported: they read the backend once. (flowrl.envs.dmc makes the same choice.)
+if "DISPLAY" not in os.environ:
+    os.environ.setdefault("MUJOCO_GL", "egl")
 
 RENDERER_FIX = ("install an off-screen OpenGL: EGL (Debian: apt-get install libegl1 libgl1-mesa-dri) or OSMesa "
                 "(libosmesa6, with MUJOCO_GL=osmesa)")
