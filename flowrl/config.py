@@ -9,6 +9,7 @@ any folder, in a checkout and in an installed wheel (which carries the tree as `
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -76,6 +77,27 @@ def _one_line(e: Exception) -> str:
     return f"{head}{detail}"
 
 
+_INCLUDE = re.compile(r"""^\s*include\s+(['"])(.+?)\1""", re.MULTILINE)
+
+
+def check_includes(path: Path, chain: tuple[Path, ...] = ()) -> None:
+    """Follow ``include`` lines from ``path`` (resolved as gin resolves them) and raise a one-line
+    :class:`UserError` naming the cycle if a file includes itself, directly or through others. Includes that do not
+    resolve are left to gin, which names them."""
+    path = path.resolve()
+    if path in chain:
+        loop = " -> ".join(p.name for p in (*chain[chain.index(path):], path))
+        raise UserError(f"gin include loop: {loop}; fix: remove the include that closes the loop")
+    try:
+        text = path.read_text()
+    except OSError:
+        return
+    for _, name in _INCLUDE.findall(text):
+        target = next((c for c in (Path(name), gin_home() / name) if c.is_file()), None) or find_gin(name)
+        if target is not None and target.is_file():
+            check_includes(target, (*chain, path))
+
+
 def parse(files: Sequence[str], bindings: Sequence[str] = ()) -> None:
     """Parse ``files`` then ``bindings`` strictly (unknown names are errors); raise a one-line :class:`UserError`."""
     register_all()
@@ -91,7 +113,11 @@ def parse(files: Sequence[str], bindings: Sequence[str] = ()) -> None:
             example = Path(f) / inside[0].relative_to(found) if inside else "gin/flowrl_humanoid.gin"
             raise UserError(f"gin file '{f}' is a directory; fix: name a .gin file, e.g. --gin {example}")
         paths.append(str(found))
+    for path in paths:
+        check_includes(Path(path))
     try:
         gin.parse_config_files_and_bindings(paths, list(bindings), finalize_config=False, skip_unknown=False)
+    except RecursionError as e:  # an include loop that check_includes could not follow (a computed path)
+        raise UserError("gin config includes itself in a loop; fix: remove the include that closes the loop") from e
     except (ValueError, SyntaxError, OSError, KeyError, TypeError) as e:
         raise UserError(f"bad gin config: {_one_line(e)}; fix: check the name and syntax against the shipped gin/ files") from e

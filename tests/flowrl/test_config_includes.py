@@ -1,0 +1,51 @@
+"""An include loop in a config is bad input: every tool that reads configs ends with one line naming the loop."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flowrl.config import parse
+from flowrl.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def loop(tmp_path: Path) -> Path:
+    (tmp_path / "a.gin").write_text(f"include '{tmp_path / 'b.gin'}'\n")
+    (tmp_path / "b.gin").write_text("Trainer.total_steps = 10\ninclude 'c.gin'\n")  # c.gin: relative to the folder
+    (tmp_path / "c.gin").write_text(f"include '{tmp_path / 'a.gin'}'\n")
+    return tmp_path / "a.gin"
+
+
+def test_parse_names_the_loop(loop, monkeypatch):
+    monkeypatch.chdir(loop.parent)
+    with pytest.raises(UserError, match=r"gin include loop: a.gin -> b.gin -> c.gin -> a.gin; fix: remove"):
+        parse([str(loop)])
+
+
+def test_a_file_that_includes_itself(tmp_path):
+    (tmp_path / "self.gin").write_text(f"include '{tmp_path / 'self.gin'}'\n")
+    with pytest.raises(UserError, match=r"self.gin -> self.gin"):
+        parse([str(tmp_path / "self.gin")])
+
+
+def test_a_diamond_is_not_a_loop(tmp_path):
+    (tmp_path / "leaf.gin").write_text("Trainer.total_steps = 10\n")
+    for name in ("left", "right"):
+        (tmp_path / f"{name}.gin").write_text(f"include '{tmp_path / 'leaf.gin'}'\n")
+    (tmp_path / "top.gin").write_text(f"include '{tmp_path / 'left.gin'}'\ninclude '{tmp_path / 'right.gin'}'\n")
+    parse([str(tmp_path / "top.gin")])
+
+
+@pytest.mark.parametrize("tool", [["tools/run.py", "--gin"], ["tools/sweep.py", "--out", "OUT", "--dry-run", "--gin"],
+                                  ["tools/bench.py", "agents", "--quick", "--agent"]])
+def test_every_tool_reports_the_loop_in_one_line(loop, tool, tmp_path):
+    cmd = [sys.executable, str(ROOT / tool[0]), *[str(tmp_path / "sweep") if a == "OUT" else a for a in tool[1:]], str(loop)]
+    proc = subprocess.run(cmd, cwd=loop.parent, capture_output=True, text=True, timeout=120, env=None)
+    lines = proc.stderr.strip().splitlines() + proc.stdout.strip().splitlines()
+    errors = [line for line in lines if line.startswith("error:")]
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert errors == [errors[0]] and "include loop" in errors[0] and "fix:" in errors[0]
