@@ -7,6 +7,7 @@ that cannot apply to a resumed run because they change the shape of what its che
 
 from __future__ import annotations
 
+import collections.abc
 import inspect
 import re
 import types
@@ -35,6 +36,24 @@ _LOWEST = {
     "ReplayBuffer.capacity": 1,
 }
 # What a resumed run cannot change: its checkpoint holds networks, buffers and envs of these sizes.
+# Mathematical ranges of parameters by name, whichever configurable takes them: (low, high, low open, high open);
+# None is no bound. A bound value outside is refused before anything is built (defaults are inside by construction).
+_RANGES = {
+    "discount": (0.0, 1.0, False, False),
+    "target_tau": (0.0, 1.0, True, False),
+    "expectile": (0.0, 1.0, True, True),
+    "lr": (0.0, None, True, False), "critic_lr": (0.0, None, True, False), "policy_lr": (0.0, None, True, False),
+    "adam_eps": (0.0, None, True, False),
+    "max_grad_norm": (0.0, None, True, False),
+    "noise_ratio": (0.0, None, False, False),
+    "entropy_weight": (0.0, None, False, False), "entropy_weight_min": (0.0, None, False, False),
+    "entropy_samples": (0, None, False, False), "entropy_decay_updates": (1, None, False, False),
+    "train_candidates": (1, None, False, False), "behaviour_candidates": (1, None, False, False),
+    "eval_candidates": (1, None, False, False), "target_candidates": (1, None, False, False),
+    "num_candidates": (1, None, False, False), "num_steps": (1, None, False, False),
+    "num_members": (1, None, False, False), "hidden": (1, None, False, False), "policy_delay": (1, None, False, False),
+    "lam": (0.0, None, False, False), "coef": (0.0, None, False, False),
+}
 _SHAPE_NAMES = {"Trainer.num_envs", "ReplayBuffer.capacity", "make_env.task", "Trainer.env_fn", "Trainer.agent",
                 "Trainer.buffer"}
 _SHAPE_PARAMS = {"hidden", "depth", "num_members", "num_layers", "width"}
@@ -69,6 +88,7 @@ def check_config() -> None:
     """Types, ranges, task and device of the parsed config; raises a one-line UserError at the first problem."""
     for name, value in bound_values().items():
         _check_type(name, value)
+        _check_range(name, value)
     for name, lowest in _LOWEST.items():
         value = value_of(name)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value < lowest:
@@ -143,12 +163,43 @@ def _check_type(name: str, value: Any) -> None:
         hint = typing.get_type_hints(fn).get(name.rsplit(".", 1)[-1])
     except Exception:  # a hint that does not resolve is no reason to refuse a config
         return
-    if hint is None or _fits(value, hint) is not False:
+    if hint is None:
+        return
+    if isinstance(value, str) and _wants_component(hint):
+        default = getattr(_default(name.split("/")[-1]), "__name__", None) or value.strip("@()")
+        raise UserError(f"{name} = {value!r} is a string where a component is expected; fix: reference a "
+                        f"configurable with @, e.g. --bind '{name} = @{default}'")
+    if _fits(value, hint) is not False:
         return
     kind = getattr(hint, "__name__", str(hint).replace("NoneType", "None"))
     raise UserError(f"{name} = {value!r} is not {'an' if kind[0] in 'aeiou' else 'a'} {kind}; "
                     f"fix: bind it to {'an' if kind[0] in 'aeiou' else 'a'} {kind}, e.g. --bind '{name} = "
                     f"{_example(name, hint)}'")
+
+
+def _check_range(name: str, value: Any) -> None:
+    param = name.rsplit(".", 1)[-1]
+    if param not in _RANGES or not isinstance(value, (int, float)) or isinstance(value, bool):
+        return
+    low, high, low_open, high_open = _RANGES[param]
+    below = low is not None and (value <= low if low_open else value < low)
+    above = high is not None and (value >= high if high_open else value > high)
+    if below or above:
+        interval = f"{'(' if low_open else '['}{low}, {'inf' if high is None else high}{')' if high_open or high is None else ']'}"
+        default = _default(name.split("/")[-1])
+        example = f"e.g. --bind '{name} = {default!r}' (its default)" if isinstance(default, (int, float)) else ""
+        raise UserError(f"{name} = {value!r} is outside {interval}; fix: bind a value in {interval}"
+                        + (f", {example}" if example else ""))
+
+
+def _wants_component(hint: Any) -> bool:
+    """Whether ``hint`` asks for something to call or build (a class, a callable), and never for a string."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        return str not in args and any(_wants_component(h) for h in args if h is not type(None))
+    if typing.get_origin(hint) is collections.abc.Callable or hint is collections.abc.Callable:
+        return True
+    return isinstance(hint, type) and hint not in (str, int, float, bool, type(None)) and not issubclass(hint, str)
 
 
 def _example(name: str, hint: Any) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import re
 import signal
 import sys
 from pathlib import Path
@@ -63,6 +64,13 @@ def run_main(main: Callable[[], int | None]) -> NoReturn:
     except NonFiniteLossError as e:
         print(f"error: {_first_line(e)}", file=sys.stderr)
         code = EXIT_NONFINITE
+    except (ValueError, TypeError) as e:
+        # A component refused its configured arguments (gin names it); anything else is a bug and keeps its traceback.
+        where = re.search(r"In call to configurable '(\w+)'", str(e))
+        if where is None:
+            raise
+        print(f"error: {where.group(1)}: {_first_line(e)}; fix: change that binding", file=sys.stderr)
+        code = EXIT_USER_ERROR
     except KeyboardInterrupt:  # before a run's own handler is installed (or in a tool without one)
         print("error: interrupted; fix: run the command again", file=sys.stderr)
         code = EXIT_SIGINT

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from flowrl.checks import check_config
 from flowrl.config import REPO_ROOT, parse
 from flowrl.errors import UserError
 from flowrl.run_folder import slug
@@ -152,6 +153,7 @@ def expand(base: Sequence[str], factors: Sequence[Sequence[str]], tasks: Sequenc
             files = [*map(_portable, base), *task_gin, *map(_portable, overlays)]
             binds = [*bindings, *task_bind, *threads]
             parse(files, binds)  # a bad overlay or binding stops the sweep here, before anything runs
+            check_config()  # and so do a value out of range or of the wrong type, as tools/run.py would find
             task = _query("make_env.task")
             if not isinstance(task, str):
                 raise UserError("the base config names no task; fix: --tasks dmc/cheetah-run (or a task gin file)")
