@@ -39,7 +39,8 @@ def build_parser() -> OneLineParser:
     p.add_argument("--gin", action="append", default=[], metavar="FILE", help="gin config file (repeatable)")
     p.add_argument("--bind", action="append", default=[], metavar="BINDING", help="gin binding, e.g. 'Trainer.seed = 1'")
     p.add_argument("--seed", type=int, help="random seed (binds Trainer.seed)")
-    p.add_argument("--run-dir", type=Path, help="run folder (default: runs/<config>-s<seed>-<time>)")
+    p.add_argument("--run-dir", type=Path,
+                   help="run folder (default: runs/<task file>[-<agent file>]-s<seed>-<time>)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the run in RUN_DIR from its newest checkpoint")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to train (binds Trainer.device)")
     p.add_argument("--no-display", action="store_true", help="plain progress lines instead of the live bar")
@@ -78,7 +79,7 @@ def main() -> int:
         parse(args.gin, bindings)
         check_config()
         video.check_settings()
-        stem = Path(args.gin[0]).stem
+        stem = default_name(args.gin)
         seed = value_of("Trainer.seed", 0)
         run_dir = args.run_dir or Path("runs") / f"{stem}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
         folder = RunFolder(run_dir)
@@ -153,5 +154,14 @@ def cli() -> None:
     run_main(main)
 
 
+def default_name(gin_files: list[str]) -> str:
+    """The run folder's name from its configs: the first file's name, then the agent file's when one follows
+    (``--gin gin/tasks/dmc/cheetah_run.gin --gin gin/agents/qvpo.gin`` -> ``cheetah_run-qvpo``)."""
+    names = [Path(gin_files[0]).stem]
+    agents = [Path(f).stem for f in gin_files[1:] if Path(f).parent.name == "agents"]
+    return "-".join(names + agents[:1])
+
+
 if __name__ == "__main__":
     cli()
+

@@ -49,3 +49,11 @@ def test_every_tool_reports_the_loop_in_one_line(loop, tool, tmp_path):
     errors = [line for line in lines if line.startswith("error:")]
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert errors == [errors[0]] and "include loop" in errors[0] and "fix:" in errors[0]
+
+
+def test_a_run_folder_is_named_after_its_task_and_agent():
+    from flowrl.commands.run import default_name
+
+    assert default_name(["gin/tasks/dmc/cheetah_run.gin", "gin/agents/qvpo.gin", "gin/smoke.gin"]) == "cheetah_run-qvpo"
+    assert default_name(["gin/flowrl_humanoid.gin", "gin/ablations/reg_kl.gin"]) == "flowrl_humanoid"
+    assert default_name(["gin/flowrl_cheetah_run.gin", "gin/agents/sac.gin"]) == "flowrl_cheetah_run-sac"
