@@ -60,13 +60,14 @@ class ValueNetwork(nn.Module):
         return self.body(obs)[0]
 
 
-@gin.configurable
+# Registered, not wrapped: a direct call skips gin's per-call lookup (components/configurable.py).
+@gin.register
 def min_aggregate(values: torch.Tensor) -> torch.Tensor:
     """Pessimistic aggregate over members: ``(E, B, 1) -> (B, 1)``."""
     return reduce(values, "e b 1 -> b 1", "min")
 
 
-@gin.configurable
+@gin.register
 def mean_aggregate(values: torch.Tensor) -> torch.Tensor:
     """Mean over members: ``(E, B, 1) -> (B, 1)``."""
     return reduce(values, "e b 1 -> b 1", "mean")
@@ -104,7 +105,13 @@ def frozen(module: nn.Module) -> Iterator[nn.Module]:
 
         with frozen(critic):
             q = critic(obs, policy.sample(obs))
+
+    Inside ``torch.compile`` the flags stay as they are (dynamo cannot trace their change); there the caller must
+    differentiate only the parameters it steps, as ``flowrl.agents.base.optimizer_step`` does (``backward(inputs=)``).
     """
+    if torch.compiler.is_compiling():  # torch.compile cannot trace requires_grad_; see the note above
+        yield module
+        return
     params = list(module.parameters())
     saved = [p.requires_grad for p in params]
     for p in params:

@@ -16,24 +16,27 @@ from typing import Callable
 import gin
 import torch
 
+from components.configurable import plain
+
 Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 StepFn = Callable[[Velocity, torch.Tensor, torch.Tensor, float], torch.Tensor]
 
 
-@gin.configurable
+# Registered, not wrapped: a direct call skips gin's per-call lookup (components/configurable.py).
+@gin.register
 def euler_step(velocity: Velocity, x: torch.Tensor, t: torch.Tensor, dt: float) -> torch.Tensor:
     """One explicit Euler step (order 1, one velocity evaluation)."""
     return x + dt * velocity(x, t)
 
 
-@gin.configurable
+@gin.register
 def midpoint_step(velocity: Velocity, x: torch.Tensor, t: torch.Tensor, dt: float) -> torch.Tensor:
     """One explicit midpoint step (order 2, two velocity evaluations): the reference's solver."""
     x_mid = x + 0.5 * dt * velocity(x, t)
     return x + dt * velocity(x_mid, t + 0.5 * dt)
 
 
-@gin.configurable
+@gin.register
 def heun_step(velocity: Velocity, x: torch.Tensor, t: torch.Tensor, dt: float) -> torch.Tensor:
     """One Heun step, the explicit trapezoidal rule (order 2, two velocity evaluations)."""
     k1 = velocity(x, t)
@@ -41,7 +44,7 @@ def heun_step(velocity: Velocity, x: torch.Tensor, t: torch.Tensor, dt: float) -
     return x + 0.5 * dt * (k1 + k2)
 
 
-@gin.configurable
+@gin.register
 def rk4_step(velocity: Velocity, x: torch.Tensor, t: torch.Tensor, dt: float) -> torch.Tensor:
     """One classical Runge-Kutta step (order 4, four velocity evaluations)."""
     half = 0.5 * dt
@@ -95,7 +98,7 @@ class ODESolver:
     def __init__(self, step: StepFn = midpoint_step, num_steps: int = 1):
         if num_steps < 1:
             raise ValueError(f"ODESolver.num_steps must be >= 1, got {num_steps}")
-        self.step = step
+        self.step = plain(step)
         self.num_steps = num_steps
 
     def __call__(self, velocity: Velocity, x0: torch.Tensor) -> torch.Tensor:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from components.buffers import ReplayBuffer
+from flowrl.agents.compiled import compile_mode
 from flowrl.agents.flowrl import FlowRLAgent
 from flowrl.agents.protocol import missing_members
 from flowrl.checkpoint import load_checkpoint, require, rng_state, save_checkpoint, set_rng_state
@@ -26,6 +27,7 @@ from flowrl.display import Progress
 from flowrl.envs.registry import make_env
 from flowrl.errors import NonFiniteLossError, UserError
 from flowrl.evaluation import evaluate
+from flowrl.hardware import choose_bf16
 from flowrl.logger import MetricsLogger
 from flowrl.video import VideoUnavailable
 
@@ -63,9 +65,14 @@ class Trainer:
         env_fn: factory ``(num_envs=, seed=) -> VecEnv`` (``make_env`` with ``make_env.task`` bound).
         updates_per_step: gradient updates per env step after warm-up (update-to-data ratio).
         eval_deterministic: evaluate from zero noise instead of the reference's fresh noise.
-        compile: wrap the agent's networks in ``torch.compile``.
-        bf16_autocast: run updates under bfloat16 autocast. None (default) follows the device: on CUDA the
-            reference's precision (bf16 autocast, and TF32 matmuls for what stays float32), on the CPU float32.
+        compile: ``'update'``: the whole update as one compiled function (losses, backward, optimiser and target
+            steps; ``flowrl/agents/compiled.py``); ``'update+cudagraph'``: that, replayed as a CUDA graph (CUDA only,
+            not yet run on a GPU here); ``'networks'`` (or True, its old spelling): each network's forward compiled;
+            False (default): eager. Compiling takes minutes on a CPU before the first update (BENCHMARKS.md).
+        bf16_autocast: run updates under bfloat16 autocast. None (default) follows the hardware: on CUDA the
+            reference's precision (bf16 autocast, and TF32 matmuls for what stays float32), on a CPU bf16 only where
+            it is native (AVX512-BF16 or AMX), else float32 (``flowrl/hardware.py``). True on a CPU without native
+            bf16 runs, with one ``note:`` line saying what it costs.
         display: a live panel on a terminal (False: one plain progress line per log interval).
         video_every: every this many evaluations (and at the last), one more evaluation episode is rendered into
             ``videos/step_<N>.mp4`` (TensorBoard and W&B too); 0 (default): no videos. ``Video`` sets the size.
@@ -92,7 +99,7 @@ class Trainer:
         eval_deterministic: bool = False,
         checkpoint_every: int = 50_000,
         log_every: int = 1_000,
-        compile: bool = False,
+        compile: bool | str = False,
         bf16_autocast: bool | None = None,
         display: bool = True,
         num_threads: int = 0,
@@ -120,19 +127,26 @@ class Trainer:
         np.random.seed(seed)
         self.env = env_fn(num_envs=num_envs, seed=seed)
         self.obs_dim, self.act_dim = self.env.obs_dim, self.env.act_dim
-        on_cuda = self.device.type == "cuda"
-        if bf16_autocast is None:
-            bf16_autocast = on_cuda
-            if on_cuda:  # the reference's CUDA precision; a global switch, so set only where the device is chosen
-                torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-        self.bf16_autocast, self.compiled = bool(bf16_autocast), bool(compile)
+        if bf16_autocast is None and self.device.type == "cuda":
+            # the reference's CUDA precision; a global switch, so set only where the device is chosen
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        bf16_autocast, precision_note = choose_bf16(bf16_autocast, self.device)
+        if precision_note:
+            print(precision_note, file=sys.stderr)
+        self.bf16_autocast, self.compiled = bf16_autocast, compile_mode(compile)
         amp_dtype = torch.bfloat16 if bf16_autocast else None
         self.agent = agent(self.obs_dim, self.act_dim, device=self.device, amp_dtype=amp_dtype)
         if missing := missing_members(self.agent):
             raise UserError(f"Trainer.agent built a {type(self.agent).__name__}, which lacks {', '.join(missing)} of "
                             "the agent interface; fix: subclass flowrl.agents.base.ActorCritic (flowrl/agents/protocol.py)")
-        if compile:
+        if self.compiled == "networks":
             self.agent.compile()
+        elif self.compiled:
+            if not hasattr(self.agent, "compile_update"):
+                raise UserError(f"Trainer.compile = '{self.compiled}' compiles an ActorCritic's update; a "
+                                f"{type(self.agent).__name__} has no compile_update; fix: bind Trainer.compile = "
+                                "'networks'")
+            self.agent.compile_update(cudagraph=self.compiled == "update+cudagraph")
         self.buffer = buffer(self.obs_dim, self.act_dim, num_envs=num_envs, device=self.device, seed=seed)
         self.rng = np.random.default_rng(seed)
         self.env_steps, self.segment, self.update_debt = 0, 0, 0.0

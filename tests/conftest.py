@@ -32,3 +32,6 @@ def _fresh_gin_config():
 # Weights & Biases never reaches the network from a test (tests that need another mode set it themselves).
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+# Trainer.bf16_autocast = None follows the CPU (bf16 where AVX512-BF16 or AMX is native): every machine's test run,
+# subprocesses included, sees float32 unless a test chooses (tests/flowrl/test_hardware.py reads fake cpuinfo files).
+os.environ.setdefault("FLOWRL_NATIVE_BF16", "0")

@@ -8,6 +8,7 @@ checkpoints, resume, evaluation and ``tools/`` then work unchanged (see ``flowrl
 from __future__ import annotations
 
 import copy
+from typing import Callable
 
 import numpy as np
 import torch
@@ -30,17 +31,30 @@ def adam(params, lr: float, device: torch.device, eps: float = 1e-8) -> torch.op
 
 
 def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, max_grad_norm: float | None = None) -> None:
-    """``zero_grad``, ``backward``, optionally clip the gradients' global 2-norm to ``max_grad_norm``, ``step``."""
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    """Clear the gradients, backpropagate ``loss`` into ``optimizer``'s parameters only, optionally clip their global
+    2-norm to ``max_grad_norm``, ``step``.
+
+    Only the stepped parameters are differentiated (``inputs=``): a loss through a critic costs no critic weight
+    gradients, also under ``torch.compile``, where :func:`~components.critics.frozen` cannot toggle flags and the
+    step is :func:`flowrl.agents.compiled.compiled_step` (the same arithmetic in a form the compiler traces).
+    """
+    params = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
+    if torch.compiler.is_compiling():
+        from flowrl.agents.compiled import compiled_step
+
+        compiled_step(optimizer, params, loss, max_grad_norm)
+        return
+    for p in params:
+        p.grad = None
+    loss.backward(inputs=params)
     if max_grad_norm is not None:
-        params = [p for group in optimizer.param_groups for p in group["params"]]
         nn.utils.clip_grad_norm_(params, max_norm=max_grad_norm)
     optimizer.step()
 
 
 class ActorCritic:
-    """The runner's interface: ``act``, ``update``, ``autocast``, ``compile``, ``modules``, ``state_dict``.
+    """The runner's interface: ``act``, ``update``, ``autocast``, ``compile``, ``compile_update``, ``modules``,
+    ``state_dict``.
 
     Subclasses set ``self.device``, ``self.amp_dtype``, ``self.policy`` (with ``act(obs, deterministic)``) and
     ``self.num_updates``, and define ``modules()``, ``optimizers()`` and ``_update(batch) -> Info``.
@@ -51,6 +65,7 @@ class ActorCritic:
     policy: nn.Module
     num_updates: int
     max_grad_norm: float | None = None  # clip of the critic's gradient norm in ``critic_step`` (None: no clip)
+    _compiled_update: Callable[[Batch], tuple[tuple[str, ...], torch.Tensor]] | None = None  # compile_update's
 
     # ------------------------------------------------------------------------------------------- to override
     def modules(self) -> dict[str, nn.Module]:
@@ -76,12 +91,16 @@ class ActorCritic:
         return prefixed("critic", info)
 
     def update(self, batch: Batch) -> dict[str, float]:
-        """One gradient update on ``batch``; returns plain floats."""
+        """One gradient update on ``batch``; returns plain floats (one device sync for all of them)."""
+        keys, values = (self._compiled_update or self._metrics)(batch)
+        return dict(zip(keys, values.tolist()))
+
+    def _metrics(self, batch: Batch) -> tuple[tuple[str, ...], torch.Tensor]:
+        """The whole update under :meth:`autocast`: the metric names and their values as one float32 tensor."""
         with self.autocast():
             info = self._update(batch)
-        keys = list(info)
-        values = torch.stack([info[k].float() for k in keys]).tolist()  # one device sync for all metrics
-        return dict(zip(keys, values))
+        keys = tuple(info)
+        return keys, torch.stack([info[k].float() for k in keys])
 
     def autocast(self) -> torch.autocast:
         """The precision context of every update: ``amp_dtype`` autocast, or a disabled one (float32)."""
@@ -98,9 +117,15 @@ class ActorCritic:
         return self.policy.act(obs, deterministic=deterministic)
 
     def compile(self) -> None:
-        """``torch.compile`` every network's forward."""
+        """``torch.compile`` every network's forward (``Trainer.compile = 'networks'``)."""
         for module in self.modules().values():
             module.compile()
+
+    def compile_update(self, cudagraph: bool = False, backend: str = "inductor") -> None:
+        """Compile the whole update (``Trainer.compile = 'update'``): see :mod:`flowrl.agents.compiled`."""
+        from flowrl.agents.compiled import compile_update
+
+        self._compiled_update = compile_update(self, cudagraph, backend)
 
     def state_dict(self) -> dict:
         """Networks, optimisers and the update counter."""

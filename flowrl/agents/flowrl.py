@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from components.buffers import Batch
+from components.configurable import plain
 from components.critics import (
     QEnsemble,
     ValueNetwork,
@@ -87,7 +88,7 @@ class FlowRLAgent(ActorCritic):
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.behaviour_target = copy.deepcopy(self.behaviour_critic).requires_grad_(False)
         self.regularizer = regularizer if regularizer is not None else W2Regularizer()
-        self.aggregate = aggregate
+        self.aggregate = plain(aggregate)  # gin's wrapper costs a lock per call (components/configurable.py)
         self.discount, self.expectile = discount, expectile
         self.policy_delay, self.target_tau = policy_delay, target_tau
         # Q, Q_beta and V never read each other's online weights within a step, so one optimiser over their summed

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from components.buffers import Batch
+from components.configurable import plain
 from components.critics import QEnsemble, ensemble_td_loss, min_aggregate, polyak_update
 from components.diffusion import DiffusionPolicy
 from components.selectors import Candidates, best_of_n, q_advantage_weights
@@ -92,7 +93,8 @@ class QVPOAgent(ActorCritic):
         self.policy_target = copy.deepcopy(self.policy).requires_grad_(False)
         self.critic = critic(obs_dim, act_dim).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.weights, self.aggregate, self.discount = weights, aggregate, discount
+        # plain: gin's wrapper costs a lock per call, which torch.compile cannot trace (components/configurable.py)
+        self.weights, self.aggregate, self.discount = plain(weights), plain(aggregate), discount
         self.train_candidates, self.behaviour_candidates = train_candidates, behaviour_candidates
         self.eval_candidates, self.target_candidates = eval_candidates, target_candidates
         self.entropy_weight, self.entropy_weight_min = entropy_weight, entropy_weight_min

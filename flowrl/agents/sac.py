@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from components.buffers import Batch
+from components.configurable import plain
 from components.critics import QEnsemble, ensemble_td_loss, frozen, min_aggregate, polyak_update
 from components.gaussian_policy import GaussianPolicy
 from components.temperature import Temperature
@@ -66,7 +67,8 @@ class SACAgent(ActorCritic):
         self.critic = critic(obs_dim, act_dim).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.temperature = temperature(act_dim).to(self.device)
-        self.aggregate, self.discount, self.target_tau = aggregate, discount, target_tau
+        # plain: gin's wrapper costs a lock per call, which torch.compile cannot trace (components/configurable.py)
+        self.aggregate, self.discount, self.target_tau = plain(aggregate), discount, target_tau
         self.critic_optimizer = adam(self.critic.parameters(), lr, self.device)
         self.policy_optimizer = adam(self.policy.parameters(), lr, self.device)
         self.temperature_optimizer = adam(self.temperature.parameters(), lr, self.device)

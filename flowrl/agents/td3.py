@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from components.buffers import Batch
+from components.configurable import plain
 from components.critics import QEnsemble, ensemble_td_loss, frozen, min_aggregate, polyak_update
 from components.deterministic_policy import DeterministicPolicy
 from flowrl.agents.base import ActorCritic, Info, adam, optimizer_step, prefixed
@@ -69,7 +70,8 @@ class TD3Agent(ActorCritic):
         self.policy_target = copy.deepcopy(self.policy).requires_grad_(False)
         self.critic = critic(obs_dim, act_dim).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.aggregate, self.discount, self.target_tau = aggregate, discount, target_tau
+        # plain: gin's wrapper costs a lock per call, which torch.compile cannot trace (components/configurable.py)
+        self.aggregate, self.discount, self.target_tau = plain(aggregate), discount, target_tau
         self.policy_delay = policy_delay
         self.target_noise, self.target_noise_clip = target_noise, target_noise_clip
         self.exploration_noise = exploration_noise

@@ -1,7 +1,10 @@
-"""Benchmarks: ``python tools/bench.py {update,act,env,buffer,loop,learn,reference} [--quick] [--json FILE]``.
+"""Benchmarks: ``python tools/bench.py {update,act,env,buffer,loop,learn,agents,reference,gpu} [--quick] [--json FILE]``.
 
-``loop``: the runner's learning-phase env steps/s on cheetah-run. ``update``: FlowRL updates/s at the paper's configuration on humanoid-run sizes (fp32 / bf16 autocast, eager /
-compiled, hidden 512 and 256), achieved GFLOP/s next to this machine's dense matmul GFLOP/s, and a per-loss breakdown.
+``loop``: the runner's learning-phase env steps/s on cheetah-run. ``update``: FlowRL updates/s at the paper's
+configuration on humanoid-run sizes (fp32 / bf16 autocast; eager, compiled networks, compiled update; hidden 512, 256
+and 64), achieved GFLOP/s next to this machine's dense matmul GFLOP/s, graphs compiled and recompiles while timed,
+and a per-loss breakdown. ``update``, ``act``, ``loop`` and ``reference`` take ``--device cuda``; ``update``, ``act``
+and ``reference`` import no simulator. ``gpu --out DIR``: the whole GPU measurement (docs/gpu.md).
 ``act``: action latency per integrator and step count. ``env``: env steps/s of dm_control, envpool (sync and async)
 and HumanoidBench. ``buffer``: memory of a 1M-transition dog-run replay buffer, insert and sample rates. ``learn``:
 seeds of ``tools/run.py`` on a task config, summarised per eval step, with a plot. Each prints tables headed by the
@@ -29,11 +32,12 @@ from rich.table import Table
 from components.buffers import ReplayBuffer
 from components.integrators import ODESolver, euler_step, heun_step, midpoint_step, rk4_step
 from components.samplers import RecentMixSampler, UniformSampler
-from flowrl import bench_utils as bu
+from flowrl.bench import utils as bu
 from flowrl.agents.flowrl import FlowRLAgent
 from flowrl.cli import OneLineParser, positive_int, prog, run_main
 from flowrl.config import REPO_ROOT
 from flowrl.errors import MissingDependencyError, UserError
+from flowrl.reference import check_checkout
 
 ROOT = REPO_ROOT if (REPO_ROOT / "tools").is_dir() else Path.cwd()  # a checkout, or where an installed command runs
 BATCH = 256
@@ -68,21 +72,24 @@ def cmd_update(args: argparse.Namespace, console: Console) -> dict:
     """Updates/s, GFLOP/s against the matmul rate, and the per-loss breakdown (see the module docstring)."""
     reps, warm, compile_warm = (3, 2, 4) if args.quick else (15, 6, 10)
     compile_on = not args.quick if args.compile is None else args.compile
+    device = torch.device(args.device)
     peak = {"fp32": bu.matmul_gflops(torch.float32), "bf16": bu.matmul_gflops(torch.bfloat16)}
     console.print(table(f"dense matmul {BATCH}x512 @ 512x512", ["dtype", "GFLOP/s"], [[k, v] for k, v in peak.items()]))
-    buffer = ReplayBuffer(*bu.HUMANOID_RUN, capacity=5_000 if args.quick else 100_000, sampler=RecentMixSampler())
+    buffer = ReplayBuffer(*bu.HUMANOID_RUN, capacity=5_000 if args.quick else 100_000, sampler=RecentMixSampler(),
+                          device=device)
     bu.fill_buffer(buffer, buffer.rows)
-    variants = [(512, "fp32", False), (512, "bf16", False), (512, "fp32", True), (512, "bf16", True),
-                (256, "fp32", False), (256, "bf16", False)]
+    variants = [(512, "fp32", False), (512, "bf16", False), (512, "fp32", "networks"), (512, "fp32", "update"),
+                (512, "bf16", "update"), (256, "fp32", False), (256, "bf16", False), (64, "fp32", False),
+                (64, "fp32", "update")]
+    if device.type == "cuda":
+        variants += [(512, "fp32", "update+cudagraph"), (512, "bf16", "update+cudagraph")]
     results = []
     for hidden, dtype, compiled in variants:
         if compiled and not compile_on:
             continue
-        agent = _update_agent(hidden, dtype)
+        agent = _update_agent(hidden, dtype, device)
         flops = bu.update_flops(agent, buffer, BATCH)
-        if compiled:
-            for m in agent.modules().values():  # what Trainer(compile=True) does
-                m.compile()
+        bu.compile_agent(agent, compiled)  # what Trainer(compile=...) does
         r = bu.bench_update(agent, buffer, BATCH, reps, compile_warm if compiled else warm)
         gflops = flops * r["updates_per_s"] / 1e9
         results.append({"hidden": hidden, "dtype": dtype, "compiled": compiled, **r, "flops_per_update": flops,
@@ -90,29 +97,29 @@ def cmd_update(args: argparse.Namespace, console: Console) -> dict:
     console.print(table(
         f"full update (batch {BATCH}, humanoid-run sizes, sampling included, policy every 2nd update)",
         ["hidden", "dtype", "mode", "updates/s", "ms", "GFLOP/update", "GFLOP/s", "matmul GFLOP/s", "of matmul",
-         "warm-up s"],
-        [[r["hidden"], r["dtype"], "compiled" if r["compiled"] else "eager", r["updates_per_s"], r["ms_per_update"],
+         "warm-up s", "graphs", "recompiles timed"],
+        [[r["hidden"], r["dtype"], r["compiled"] or "eager", r["updates_per_s"], r["ms_per_update"],
           r["flops_per_update"] / 1e9, r["gflops_per_s"], r["matmul_gflops_per_s"], f"{r['of_matmul']:.0%}",
-          r["warmup_s"]] for r in results],
+          r["warmup_s"], r["graphs_compiled"], r["recompiles_timed"]] for r in results],
     ))  # fmt: skip
     if not compile_on:
         console.print("torch.compile variants skipped (--quick or --no-compile); --compile times them")
     breakdown = {}
     for dtype in ("fp32", "bf16"):
-        breakdown[dtype] = rows = bu.bench_breakdown(_update_agent(512, dtype), buffer, BATCH, reps * 2, warm)
+        breakdown[dtype] = rows = bu.bench_breakdown(_update_agent(512, dtype, device), buffer, BATCH, reps * 2, warm)
         console.print(table(
             f"breakdown, hidden 512 {dtype} eager: loss + backward + optimiser step of each piece on a fixed batch",
             ["piece", "ms", "ms per update", "GFLOP", "GFLOP/s"],
             [[k, v["ms"], v["share_ms"], v["flops"] / 1e9, v["gflops_per_s"]] for k, v in rows.items()]
             + [["sum (one average update)", None, sum(v["share_ms"] for v in rows.values()), None, None]],
         ))  # fmt: skip
-    return {"batch_size": BATCH, "obs_dim": bu.HUMANOID_RUN[0], "act_dim": bu.HUMANOID_RUN[1],
+    return {"batch_size": BATCH, "obs_dim": bu.HUMANOID_RUN[0], "act_dim": bu.HUMANOID_RUN[1], "device": str(device),
             "matmul_gflops_per_s": peak, "compiled_timed": compile_on, "variants": results, "breakdown": breakdown}
 
 
-def _update_agent(hidden: int, dtype: str) -> FlowRLAgent:
+def _update_agent(hidden: int, dtype: str, device: torch.device) -> FlowRLAgent:
     torch.manual_seed(0)
-    return bu.make_agent(*bu.HUMANOID_RUN, hidden, torch.bfloat16 if dtype == "bf16" else None)
+    return bu.make_agent(*bu.HUMANOID_RUN, hidden, torch.bfloat16 if dtype == "bf16" else None, device=device)
 
 
 # ---------------------------------------------------------------------------------------------------------- act
@@ -123,7 +130,8 @@ def cmd_act(args: argparse.Namespace, console: Console) -> dict:
     for step in (euler_step, midpoint_step, heun_step, rk4_step):
         for num_steps in (1, 5, 10):
             torch.manual_seed(0)
-            agent = bu.make_agent(*bu.HUMANOID_RUN, 512, solver=ODESolver(step=step, num_steps=num_steps))
+            agent = bu.make_agent(*bu.HUMANOID_RUN, 512, solver=ODESolver(step=step, num_steps=num_steps),
+                                  device=args.device)
             passes = _network_passes(agent)
             us = {b: bu.bench_act(agent, b, reps, warm) for b in (1, 16)}
             results.append({"integrator": step.__name__, "num_steps": num_steps, "network_passes": passes,
@@ -133,7 +141,8 @@ def cmd_act(args: argparse.Namespace, console: Console) -> dict:
         ["integrator", "steps", "network passes", "µs, 1 obs", "µs, 16 obs"],
         [[r["integrator"], r["num_steps"], r["network_passes"], r["us_batch_1"], r["us_batch_16"]] for r in results],
     ))  # fmt: skip
-    return {"hidden": 512, "obs_dim": bu.HUMANOID_RUN[0], "act_dim": bu.HUMANOID_RUN[1], "latency": results}
+    return {"hidden": 512, "obs_dim": bu.HUMANOID_RUN[0], "act_dim": bu.HUMANOID_RUN[1], "device": args.device,
+            "latency": results}
 
 
 def _network_passes(agent: FlowRLAgent) -> int:
@@ -314,14 +323,15 @@ def cmd_loop(args: argparse.Namespace, console: Console) -> dict:
                  "GaussianPolicy.hidden = 32", "DeterministicPolicy.hidden = 32"]  # fmt: skip
     variants = [("fp32", ["Trainer.bf16_autocast = False"]), ("bf16 autocast", ["Trainer.bf16_autocast = True"])]
     if args.compile if args.compile is not None else not args.quick:
-        variants += [("bf16 autocast, compiled", ["Trainer.bf16_autocast = True", "Trainer.compile = True"])]
+        variants += [("bf16 autocast, compiled update", ["Trainer.bf16_autocast = True", "Trainer.compile = 'update'"])]
     agents = [("flowrl", [])] + [(Path(a).stem, [str(a)]) for a in args.agent]
     rates: dict[tuple[str, str], list[float]] = {}
     for _ in range(args.rounds):
         for name, extra in variants:
             for agent, overlay in agents:
                 files = ["gin/flowrl_cheetah_run.gin", *overlay, *args.gin]
-                rates.setdefault((agent, name), []).append(_loop_rate(files, base + extra, warmup, steps))
+                rates.setdefault((agent, name), []).append(_loop_rate(files, base + extra, warmup, steps,
+                                                                      args.device))
     rows, results = [], {}
     for (agent, name), r in rates.items():
         rate = float(np.median(r))
@@ -336,14 +346,14 @@ def cmd_loop(args: argparse.Namespace, console: Console) -> dict:
     return {"loop": results, "config": overlays}
 
 
-def _loop_rate(files: list[str], bindings: list[str], warmup: int, steps: int) -> float:
+def _loop_rate(files: list[str], bindings: list[str], warmup: int, steps: int, device: str = "cpu") -> float:
     """Env steps/s of ``steps`` learning-phase steps of a Trainer built from ``files`` + ``bindings``."""
     from flowrl.config import parse
     from flowrl.trainer import Trainer
 
     parse(files, bindings)
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(run_dir=Path(tmp), device="cpu", num_threads=torch.get_num_threads())
+        trainer = Trainer(run_dir=Path(tmp), device=device, num_threads=torch.get_num_threads())
         trainer.total_steps = warmup + 20
         trainer.train()  # warm-up (random actions) and 20 updates, which also compile where asked
         trainer.total_steps += steps
@@ -357,7 +367,7 @@ def cmd_agents(args: argparse.Namespace, console: Console) -> dict:
     """Every agent's ms per update and microseconds per action (training: 1 observation; evaluation: 1 observation),
     each at its own paper's sizes (its gin/agents/ file), humanoid-run dims, batch 256, fp32 and, where the CPU
     computes bf16 natively, bf16; interleaved round by round in one process."""
-    from flowrl.bench_agents import AGENT_FILES, compare  # noqa: PLC0415
+    from flowrl.bench.agents import AGENT_FILES, compare  # noqa: PLC0415
     from flowrl.hardware import cpu_has_native_bf16  # noqa: PLC0415
 
     dtypes = ["fp32"] + (["bf16"] if cpu_has_native_bf16() and not args.quick else [])
@@ -380,11 +390,13 @@ def cmd_agents(args: argparse.Namespace, console: Console) -> dict:
 # ---------------------------------------------------------------------------------------------------- reference
 def cmd_reference(args: argparse.Namespace, console: Console) -> dict:
     """flowrl vs the authors' reference (``--ref DIR``) at equal settings, interleaved in one process."""
-    from flowrl.bench_reference import compare  # noqa: PLC0415  (the reference is loaded only for this command)
+    from flowrl.bench.reference import compare  # noqa: PLC0415  (the reference is loaded only for this command)
 
     rounds, warm = (3, 1) if args.quick else (args.rounds, 5)
     obs_dim, act_dim, hidden = (17, 6, 64) if args.quick else (*bu.HUMANOID_RUN, 512)
-    results = [compare(args.ref, s, obs_dim, act_dim, hidden, BATCH, rounds, warm) for s in args.settings]
+    backend = "aot_eager" if args.quick else "inductor"  # quick: trace the compiled update without inductor's minutes
+    results = [compare(args.ref, s, obs_dim, act_dim, hidden, BATCH, rounds, warm, args.device, backend)
+               for s in args.settings]
     console.print(table(
         f"flowrl vs reference, one process, {torch.get_num_threads()} thread(s), obs {obs_dim}, act {act_dim}, "
         f"hidden {hidden}, batch {BATCH}, median of {rounds} interleaved rounds",
@@ -397,6 +409,25 @@ def cmd_reference(args: argparse.Namespace, console: Console) -> dict:
     return {"reference": str(args.ref), "comparisons": results}
 
 
+# ---------------------------------------------------------------------------------------------------------- gpu
+def cmd_gpu(args: argparse.Namespace, console: Console) -> dict:
+    """The whole GPU measurement (every agent: fp32, bf16, compiled update, + CUDA graph; action latency; peak
+    memory; the reference side by side with --ref) into OUT/gpu.json and OUT/gpu.md; docs/gpu.md says how."""
+    from flowrl.bench import gpu  # noqa: PLC0415
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.ref is not None:
+        check_checkout(args.ref)
+    result = gpu.measure(device, quick=args.quick, ref=args.ref)
+    args.out.mkdir(parents=True, exist_ok=True)
+    machine = bu.machine_info()
+    (args.out / "gpu.json").write_text(json.dumps({"machine": machine, **result}, indent=2, default=str) + "\n")
+    (args.out / "gpu.md").write_text(gpu.markdown(result, machine))
+    console.print(gpu.markdown(result, machine))
+    console.print(f"wrote {args.out / 'gpu.json'} and {args.out / 'gpu.md'}")
+    return result
+
+
 def build_parser() -> OneLineParser:
     """The parser: one subcommand per benchmark, each with --quick, --json and --threads."""
     common = OneLineParser(add_help=False)
@@ -406,13 +437,21 @@ def build_parser() -> OneLineParser:
     p = OneLineParser(prog=prog("bench"), description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     for name, fn in (("update", cmd_update), ("act", cmd_act), ("env", cmd_env), ("buffer", cmd_buffer),
-                     ("loop", cmd_loop), ("learn", cmd_learn), ("agents", cmd_agents), ("reference", cmd_reference)):
+                     ("loop", cmd_loop), ("learn", cmd_learn), ("agents", cmd_agents), ("reference", cmd_reference),
+                     ("gpu", cmd_gpu)):
         s = sub.add_parser(name, parents=[common], help=fn.__doc__, description=fn.__doc__)
         s.set_defaults(func=fn)
     for name in ("update", "loop"):
         sub.choices[name].add_argument(
             "--compile", action=argparse.BooleanOptionalAction,
-            help="time the torch.compile variants (default: yes, but no with --quick: compiling takes about 40 s)")
+            help="time the torch.compile variants (default: yes, but no with --quick: compiling takes minutes)")
+    for name in ("update", "act", "loop", "reference"):
+        sub.choices[name].add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                                       help="where the networks and the batch live (default cpu)")
+    gpu = sub.choices["gpu"]
+    gpu.add_argument("--out", type=Path, required=True, metavar="DIR", help="writes DIR/gpu.json and DIR/gpu.md")
+    gpu.add_argument("--ref", type=Path, metavar="DIR", help="also the reference side by side (bytedance/FlowRL)")
+    gpu.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda where there is one, else cpu")
     loop = sub.choices["loop"]
     loop.add_argument("--agent", action="append", default=[], metavar="OVERLAY",
                       help="agent overlay timed beside FlowRL, repeatable (e.g. gin/agents/sac.gin)")
@@ -425,8 +464,9 @@ def build_parser() -> OneLineParser:
     agents.add_argument("--rounds", type=positive_int, default=3, help="interleaved rounds, median reported (default 3)")
     ref = sub.choices["reference"]
     ref.add_argument("--ref", type=Path, required=True, metavar="DIR", help="a checkout of bytedance/FlowRL")
-    ref.add_argument("--settings", nargs="+", choices=["fp32", "bf16", "compiled"], default=["fp32", "bf16"],
-                     help="precision/compile settings, each on both sides (default: fp32 bf16)")
+    ref.add_argument("--settings", nargs="+", choices=["fp32", "bf16", "compiled", "compiled-networks"],
+                     default=["fp32", "bf16"], help="precision/compile settings, each on both sides (default: fp32 "
+                     "bf16; compiled: flowrl's whole update, compiled-networks: its network forwards)")
     ref.add_argument("--rounds", type=int, default=31, help="interleaved timing rounds (default 31)")
     learn = sub.choices["learn"]
     learn.add_argument("--gin", action="append", default=[], metavar="FILE",

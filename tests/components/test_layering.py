@@ -6,7 +6,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-ALLOWED = {"torch", "einops", "gin", "numpy", "components", "__future__", "copy", "dataclasses", "math", "typing", "contextlib"}
+ALLOWED = {"torch", "einops", "gin", "numpy", "components", "__future__", "copy", "dataclasses", "math", "typing", "contextlib",
+           "functools", "inspect"}
 
 
 def imported_roots(path: Path) -> set[str]:

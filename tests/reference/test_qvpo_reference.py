@@ -19,6 +19,7 @@ from torch import nn
 
 from components import DiffusionPolicy, EnsembleFeedForward, NoiseMLP, QEnsemble, cosine_beta_schedule
 from components.buffers import Batch
+from flowrl.agents.compiled import compile_count
 from flowrl.agents.qvpo import QVPOAgent
 
 FIXTURE = Path(__file__).with_name("qvpo_fixture.pt")
@@ -69,11 +70,27 @@ def fixture() -> dict:
 class ScriptedDraws:
     """torch's random functions return the reference's draws in order; a draw of another kind or shape fails."""
 
-    def __init__(self, draws: list[tuple[str, torch.Tensor]], monkeypatch):
+    def __init__(self, draws: list[tuple[str, torch.Tensor]], monkeypatch, opaque: bool = False):
         self.queue = list(draws)
+        # opaque: under torch.compile each draw runs as it is, at run time (dynamo would call the Tensor method
+        # while tracing, out of order)
+        keep = torch._dynamo.disable if opaque else (lambda fn: fn)
         for fn in ("randn", "randn_like", "randint"):
-            monkeypatch.setattr(torch, fn, self._scripted(fn))
-        monkeypatch.setattr(torch.Tensor, "uniform_", lambda t, *a, **k: t.copy_(self._next("uniform_", t.shape)))
+            monkeypatch.setattr(torch, fn, keep(self._scripted(fn)))
+        if not opaque:
+            monkeypatch.setattr(torch.Tensor, "uniform_", lambda t, *a, **k: t.copy_(self._next("uniform_", t.shape)))
+            return
+        # A traced graph runs aten's uniform_, never a patched method: the draw comes with the tensor that
+        # torch.empty makes for it (run as it is), and uniform_ leaves it be.
+        empty = torch.empty
+
+        def scripted_empty(*size, **kwargs):
+            if self.queue and self.queue[0][0] == "uniform_" and tuple(self.queue[0][1].shape) == size:
+                return self._next("uniform_", torch.Size(size))
+            return empty(*size, **kwargs)
+
+        monkeypatch.setattr(torch, "empty", torch._dynamo.disable(scripted_empty))
+        monkeypatch.setattr(torch.Tensor, "uniform_", lambda t, *a, **k: t)
 
     def _next(self, fn: str, shape) -> torch.Tensor:
         assert self.queue, f"flowrl drew more random tensors than the reference ({fn})"
@@ -94,8 +111,10 @@ class ScriptedDraws:
         return draw
 
 
-def replay(fixture: dict, monkeypatch, **overrides) -> list[tuple[dict, dict, dict[str, torch.Tensor]]]:
-    """flowrl's updates on the fixture: ``[(info, actor-loss inputs, parameters)]`` per update."""
+def replay(fixture: dict, monkeypatch, compiled: bool = False,
+           **overrides) -> list[tuple[dict, dict, dict[str, torch.Tensor]]]:
+    """flowrl's updates on the fixture: ``[(info, actor-loss inputs, parameters)]`` per update; ``compiled``: through
+    ``Trainer.compile = 'update'`` (dynamo's trace run by ``aot_eager``; each update's scripted draws compile anew)."""
     agent = make_agent(fixture["meta"], **overrides)
     params = ours(agent)
     with torch.no_grad():
@@ -105,10 +124,12 @@ def replay(fixture: dict, monkeypatch, **overrides) -> list[tuple[dict, dict, di
     matching, weights = agent.policy.matching_loss, agent.weights
     agent.policy.matching_loss = lambda s, a: (seen.update(states=s, actions=a), matching(s, a))[1]
     agent.weights = lambda c: (lambda w: (seen.update(weights=w), w)[1])(weights(c))
-    results = []
+    if compiled:
+        agent.compile_update(backend="aot_eager")
+    results, graphs = [], compile_count()
     for batch, ref in zip(fixture["batches"], fixture["updates"]):
         with monkeypatch.context() as patch:
-            draws = ScriptedDraws(ref["draws"], patch)
+            draws = ScriptedDraws(ref["draws"], patch, opaque=compiled)
             info = agent.update(Batch(
                 obs=batch["obs"], action=batch["action"], reward=batch["reward"][:, None],
                 next_obs=batch["next_obs"], terminated=batch["terminated"][:, None],
@@ -116,6 +137,7 @@ def replay(fixture: dict, monkeypatch, **overrides) -> list[tuple[dict, dict, di
             ))  # fmt: skip
             assert not draws.queue, "flowrl drew fewer random tensors than the reference"
         results.append((info, dict(seen), {k: v.detach().clone() for k, v in ours(agent).items()}))
+    assert (compile_count() > graphs) == compiled  # compiled, and not fallen back to eager
     return results
 
 
@@ -131,10 +153,10 @@ def test_fixture_targets_differ_from_online_networks_after_the_first_update(fixt
         assert any(not torch.equal(v, params[target][k]) for k, v in params[online].items() if "model" in k or "q" in k)
 
 
-def compare(fixture, monkeypatch, **overrides) -> None:
+def compare(fixture, monkeypatch, compiled: bool = False, **overrides) -> None:
     """Replay with ``overrides`` of the reference's settings; assert every loss, loss input and parameter matches."""
     batch = fixture["meta"]["batch"]
-    results = replay(fixture, monkeypatch, **overrides)
+    results = replay(fixture, monkeypatch, compiled, **overrides)
     for k, ((info, seen, params), ref) in enumerate(zip(results, fixture["updates"]), start=1):
         for name in ("critic/loss", "critic/target", "actor/loss"):
             assert info[name] == pytest.approx(ref[name].item(), rel=LOSS_RTOL, abs=1e-8), f"update {k}: {name}"
@@ -148,9 +170,10 @@ def compare(fixture, monkeypatch, **overrides) -> None:
             torch.testing.assert_close(params[name], value, rtol=0, atol=PARAM_ATOL, msg=f"update {k}: {name}")
 
 
-def test_every_loss_input_and_parameter_matches_the_reference(fixture, monkeypatch):
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_every_loss_input_and_parameter_matches_the_reference(fixture, monkeypatch, compiled):
     torch.set_num_threads(1)
-    compare(fixture, monkeypatch)
+    compare(fixture, monkeypatch, compiled)
 
 
 CHANGED_TERMS = {

@@ -19,6 +19,7 @@ import torch
 
 from components import FlowPolicy, MLPVelocity, ODESolver, QEnsemble, ValueNetwork, W2Regularizer, midpoint_step
 from components.buffers import Batch
+from flowrl.agents.compiled import compile_count
 from flowrl.agents.flowrl import FlowRLAgent
 
 FIXTURE = Path(__file__).with_name("fixture_h32.pt")
@@ -84,14 +85,20 @@ def fixture() -> dict:
     return torch.load(FIXTURE, weights_only=True)
 
 
-def replay(fixture: dict, monkeypatch) -> list[tuple[dict, dict[str, torch.Tensor]]]:
-    """flowrl's updates on the fixture's weights, batches and draws: ``[(info, parameters)]`` per update."""
+def replay(fixture: dict, monkeypatch, compiled: bool = False) -> list[tuple[dict, dict[str, torch.Tensor]]]:
+    """flowrl's updates on the fixture's weights, batches and draws: ``[(info, parameters)]`` per update.
+
+    ``compiled``: through ``Trainer.compile = 'update'`` (traced by dynamo, run by the ``aot_eager`` backend; each
+    update's scripted draws are new functions, so each update compiles anew).
+    """
     agent = make_agent(fixture["meta"])
     params = ours(agent)
     with torch.no_grad():
         for name, value in mapped(fixture["init"]).items():
             params[name].copy_(value)
-    results = []
+    if compiled:
+        agent.compile_update(backend="aot_eager")
+    results, graphs = [], compile_count()
     for batch, draws in zip(fixture["batches"], fixture["draws"]):
         policy_step = agent.num_updates % agent.policy_delay == 0
         normals = [draws["target_noise"]] + ([draws["pi_noise"], draws["fm_noise"]] if policy_step else [])
@@ -105,6 +112,7 @@ def replay(fixture: dict, monkeypatch) -> list[tuple[dict, dict[str, torch.Tenso
         monkeypatch.undo()
         assert not normals and not uniforms, "flowrl drew fewer random tensors than the reference"
         results.append((info, {k: v.detach().clone() for k, v in ours(agent).items()}))
+    assert (compile_count() > graphs) == compiled  # compiled, and not fallen back to eager
     return results
 
 
@@ -124,9 +132,10 @@ def test_reference_starts_behaviour_critic_as_a_copy_of_the_critic(fixture):
         assert torch.equal(a, b)
 
 
-def test_every_loss_and_parameter_matches_the_reference(fixture, monkeypatch):
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_every_loss_and_parameter_matches_the_reference(fixture, monkeypatch, compiled):
     torch.set_num_threads(1)
-    results = replay(fixture, monkeypatch)
+    results = replay(fixture, monkeypatch, compiled)
     for k, ((info, params), ref) in enumerate(zip(results, fixture["updates"]), start=1):
         keys = [n for n in ref if "/" in n]
         assert ("actor/loss" in keys) == ("actor/loss" in info), f"update {k}: policy schedule differs"

@@ -4,7 +4,8 @@ Both sides run the same sizes, batch, threads and precision, in interleaved roun
 round), so that a load or clock change hits both alike; a figure is the median over rounds and the ratio is
 flowrl's median time over the reference's. Settings: ``fp32`` (eager, float32), ``bf16`` (eager, bf16 autocast on
 both: the reference's own autocast path, which it enables only on CUDA), ``compiled`` (float32, ``torch.compile``
-in one mode on both: the reference's decorated methods, flowrl's network forwards).
+in one mode on both: the reference's decorated methods, flowrl's whole update), ``compiled-networks`` (the same,
+flowrl's network forwards only).
 
 What is timed: one update pair (one update with the policy step, one without) on a fixed batch: the reference's
 ``update_parameters`` (with its numpy-to-tensor conversion of the batch), flowrl's ``update`` on the same batch as
@@ -23,10 +24,10 @@ import numpy as np
 import torch
 
 from components.buffers import Batch
-from flowrl import bench_utils as bu
+from flowrl.bench import utils as bu
 from flowrl.reference import build_reference
 
-SETTINGS = ("fp32", "bf16", "compiled")
+SETTINGS = ("fp32", "bf16", "compiled", "compiled-networks")
 
 
 def _batch(obs_dim: int, act_dim: int, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -56,24 +57,29 @@ def _interleaved(fns: dict[str, Callable[[], object]], rounds: int, warmup: int)
 
 
 def compare(ref_dir: Path, setting: str, obs_dim: int, act_dim: int, hidden: int, batch: int, rounds: int,
-            warmup: int) -> dict:
-    """Median ms per update pair and per action on both sides, and flowrl's ratio to the reference."""
+            warmup: int, device: torch.device | str = "cpu", backend: str = "inductor") -> dict:
+    """Median ms per update pair and per action on both sides, and flowrl's ratio to the reference.
+
+    ``compiled``: the reference's own decorated methods and networks against flowrl's whole update compiled
+    (``Trainer.compile = 'update'``); ``compiled-networks``: against flowrl's compiled network forwards. ``backend``
+    applies to flowrl's side (``aot_eager`` in quick runs).
+    """
     if setting not in SETTINGS:
         raise ValueError(f"setting must be one of {SETTINGS}")
-    compiled, bf16 = setting == "compiled", setting == "bf16"
+    compiled, bf16 = setting.startswith("compiled"), setting == "bf16"
     torch.manual_seed(0)
     _, ref = build_reference(ref_dir, obs_dim, act_dim, hidden, compile_mode="default" if compiled else None,
-                             bf16=bf16)
+                             bf16=bf16, device=device)
     torch.manual_seed(0)
-    ours = bu.make_agent(obs_dim, act_dim, hidden, torch.bfloat16 if bf16 else None)
-    if compiled:
-        ours.compile()
+    ours = bu.make_agent(obs_dim, act_dim, hidden, torch.bfloat16 if bf16 else None, device=device)
+    bu.compile_agent(ours, {"compiled": "update", "compiled-networks": "networks"}.get(setting, False), backend)
     data = _batch(obs_dim, act_dim, batch)
     tensors = Batch(
         obs=torch.from_numpy(data["obs"]), action=torch.from_numpy(data["action"]),
         reward=torch.from_numpy(data["reward"])[:, None], next_obs=torch.from_numpy(data["next_obs"]),
         terminated=torch.from_numpy(1.0 - data["mask"])[:, None], truncated=torch.zeros(batch, 1),
     )  # fmt: skip
+    tensors = Batch(*(t.to(device) for t in tensors))
 
     class Memory:
         def sample(self, batch_size):

@@ -11,17 +11,18 @@ import gin
 import torch
 
 from components.buffers import ReplayBuffer
-from flowrl import bench_utils as bu
+from flowrl.bench import utils as bu
 from flowrl.config import parse
 
 AGENT_FILES = ("gin/agents/flowrl.gin", "gin/agents/qvpo.gin", "gin/agents/sac.gin", "gin/agents/td3.gin")
 
 
-def build(agent_file: str, obs_dim: int, act_dim: int, amp_dtype: torch.dtype | None, overlays=()) -> object:
+def build(agent_file: str, obs_dim: int, act_dim: int, amp_dtype: torch.dtype | None, overlays=(),
+          device: torch.device | str = "cpu") -> object:
     """The agent ``agent_file`` configures (``Trainer.agent``), with ``overlays`` parsed after it."""
     parse([agent_file, *overlays])
     factory = gin.query_parameter("Trainer.agent").scoped_configurable_fn
-    return factory(obs_dim, act_dim, device="cpu", amp_dtype=amp_dtype)
+    return factory(obs_dim, act_dim, device=device, amp_dtype=amp_dtype)
 
 
 def compare(agent_files=AGENT_FILES, dtypes=("fp32",), dims=bu.HUMANOID_RUN, batch: int = 256, rounds: int = 3,

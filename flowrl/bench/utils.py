@@ -48,8 +48,10 @@ def machine_info() -> dict:
                     flags = set(value.split())
     except OSError:
         pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {
         "cpu": model,
+        "gpu": gpu,
         "cores": os.cpu_count(),
         "cpu_flags": sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}),
         "torch": torch.__version__,
@@ -89,7 +91,7 @@ def matmul_gflops(dtype: torch.dtype, m: int = 256, k: int = 512, n: int = 512, 
 
 # ------------------------------------------------------------------------------------------------------- builders
 def make_agent(obs_dim: int, act_dim: int, hidden: int, amp_dtype: torch.dtype | None = None,
-               solver: ODESolver | None = None) -> FlowRLAgent:
+               solver: ODESolver | None = None, device: torch.device | str = "cpu") -> FlowRLAgent:
     """The paper's FlowRL agent (one midpoint step unless ``solver``) with every network ``hidden`` wide."""
 
     def policy(o: int, a: int) -> FlowPolicy:
@@ -97,8 +99,16 @@ def make_agent(obs_dim: int, act_dim: int, hidden: int, amp_dtype: torch.dtype |
 
     return FlowRLAgent(
         obs_dim, act_dim, policy=policy, critic=lambda o, a: QEnsemble(o, a, hidden=hidden),
-        value=lambda o: ValueNetwork(o, hidden=hidden), amp_dtype=amp_dtype,
+        value=lambda o: ValueNetwork(o, hidden=hidden), amp_dtype=amp_dtype, device=device,
     )  # fmt: skip
+
+
+def compile_agent(agent, mode: str | bool, backend: str = "inductor") -> None:
+    """What ``Trainer.compile = mode`` does to ``agent`` (``'networks'``, ``'update'``, ``'update+cudagraph'``)."""
+    if mode == "networks":
+        agent.compile()
+    elif mode:
+        agent.compile_update(cudagraph=mode == "update+cudagraph", backend=backend)
 
 
 def fill_buffer(buffer: ReplayBuffer, rows: int, seed: int = 0, pool: int = 256) -> float:
@@ -162,13 +172,16 @@ def bench_update(agent: FlowRLAgent, buffer: ReplayBuffer, batch_size: int, repe
     ``inner`` is even so that every timed repeat holds as many updates with the policy step as without (delay 2).
     ``warmup_s`` is the wall time of the warm-up calls (with ``torch.compile`` it holds the compilation).
     """
-    step = lambda: agent.update(buffer.sample(batch_size))  # noqa: E731
-    start = time.perf_counter()
+    from flowrl.agents.compiled import compile_count
+
+    step = lambda: agent.update(buffer.sample(batch_size))  # noqa: E731  (update reads its metrics: a device sync)
+    start, graphs = time.perf_counter(), compile_count()
     for _ in range(warmup):
         step()
-    warmup_s = time.perf_counter() - start
+    warmup_s, graphs, timed = time.perf_counter() - start, compile_count() - graphs, compile_count()
     seconds = median_seconds(step, repeats=repeats, inner=inner, warmup=0)
-    return {"updates_per_s": 1.0 / seconds, "ms_per_update": seconds * 1e3, "warmup_s": warmup_s}
+    return {"updates_per_s": 1.0 / seconds, "ms_per_update": seconds * 1e3, "warmup_s": warmup_s,
+            "graphs_compiled": graphs, "recompiles_timed": compile_count() - timed}
 
 
 def bench_breakdown(agent: FlowRLAgent, buffer: ReplayBuffer, batch_size: int, repeats: int, warmup: int) -> dict:
