@@ -141,4 +141,8 @@ class ActorCritic:
         # Optimizer.load_state_dict keeps the given tensors: copy them so two live agents never share Adam moments.
         for k, o in self.optimizers().items():
             o.load_state_dict(copy.deepcopy(state["optimizers"][k]))
+            if self._compiled_update is not None:  # its step counters where the compiled step keeps them
+                from flowrl.agents.compiled import init_adam_state
+
+                init_adam_state(o)
         self.num_updates = int(state["num_updates"])

@@ -64,19 +64,21 @@ def test_compiled_update_equals_eager_and_compiles_once_per_branch(name):
     assert compiled.num_updates == eager.num_updates == 4
 
 
-def test_compiled_agent_checkpoints_and_resumes_eagerly():
-    """The compiled update keeps Adam's state in the optimiser: a checkpoint of a compiled agent resumes eagerly."""
+def test_checkpoints_move_between_compiled_and_eager_agents():
+    """The compiled update keeps Adam's state in the optimiser: a compiled agent's checkpoint resumes eagerly, and an
+    eager agent's resumes compiled."""
     compiled = _agent("flowrl")
     compiled.compile_update(backend="aot_eager")
-    batches = _batches(3)
+    batches = _batches(4)
     _run(compiled, batches[:2])
     eager = _agent("flowrl")
-    eager.load_state_dict(copy.deepcopy(compiled.state_dict()))
-    torch.manual_seed(2)
-    a = compiled.update(batches[2])
-    torch.manual_seed(2)
-    b = eager.update(batches[2])
-    assert a == pytest.approx(b, rel=RTOL, abs=ATOL)
+    for k in (2, 3):
+        if k == 2:
+            eager.load_state_dict(copy.deepcopy(compiled.state_dict()))
+        else:
+            compiled.load_state_dict(copy.deepcopy(eager.state_dict()))
+        (a,), (b,) = _run(compiled, batches[k:k + 1], seed=k), _run(eager, batches[k:k + 1], seed=k)
+        assert a == pytest.approx(b, rel=RTOL, abs=ATOL), f"update {k}"
 
 
 def test_inductor_update_equals_eager():
@@ -103,3 +105,30 @@ def test_modes():
 def test_cudagraph_needs_cuda():
     with pytest.raises(UserError, match="needs CUDA"):
         _agent("td3").compile_update(cudagraph=True)
+
+
+def test_the_trainer_compiles_what_its_mode_names(tmp_path, monkeypatch):
+    import functools
+
+    from components.buffers import ReplayBuffer as Buffer
+    from flowrl.trainer import Trainer
+    from tests.flowrl.test_trainer_state import N, RecordingAgent, ScriptedVecEnv
+
+    calls = []
+
+    class Compilable(RecordingAgent):
+        def compile(self):
+            calls.append("networks")
+
+        def compile_update(self, cudagraph=False):
+            calls.append(("update", cudagraph))
+
+    build = functools.partial(Trainer, tmp_path, env_fn=ScriptedVecEnv, num_envs=N, device="cpu", display=False,
+                              buffer=functools.partial(Buffer, capacity=100), num_threads=1)
+    for mode in (False, True, "networks", "update"):
+        assert build(agent=Compilable, compile=mode).compiled == compile_mode(mode)
+    assert calls == ["networks", "networks", ("update", False)]
+    with pytest.raises(UserError, match="has no compile_update; fix: "):
+        build(agent=RecordingAgent, compile="update")  # a protocol agent without compile_update
+    with pytest.raises(UserError, match="is not a mode"):
+        build(agent=Compilable, compile="fast")
