@@ -105,7 +105,9 @@ class ActorCritic:
     def autocast(self) -> torch.autocast:
         """The precision context of every update: ``amp_dtype`` autocast, or a disabled one (float32)."""
         dtype = self.amp_dtype or torch.float32
-        return torch.autocast(self.device.type, dtype=dtype, enabled=self.amp_dtype is not None)
+        # Compiled, no cache of cast weights: one cast shared by two losses' backward passes splits dynamo's graph.
+        return torch.autocast(self.device.type, dtype=dtype, enabled=self.amp_dtype is not None,
+                              cache_enabled=not torch.compiler.is_compiling())
 
     def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
         """Actions ``(N, act_dim)`` in [-1, 1] for observations ``(N, obs_dim)``; exploration unless deterministic."""
