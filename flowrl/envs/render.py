@@ -82,6 +82,14 @@ class _Gymnasium(RenderableEnv):
         self.env.close()
 
 
+class _HumanoidBench(_Gymnasium):
+    def render(self) -> np.ndarray:
+        # HumanoidBench's task.render() passes (mode, camera id, camera name) to the renderer, gymnasium 0.29's
+        # signature; gymnasium 1.x's MujocoRenderer.render takes the mode alone (the camera is set at construction).
+        env = self.env.unwrapped
+        return env.mujoco_renderer.render(env.render_mode)
+
+
 def _humanoidbench(name: str, **kwargs):
     import gymnasium as gym
 
@@ -106,6 +114,6 @@ def make_renderable(task: str, seed: int, width: int, height: int) -> Renderable
     if family == "gym":
         return _Gymnasium(functools.partial(_gym, name), seed, width, height)
     if family == "humanoidbench":
-        return _Gymnasium(functools.partial(_humanoidbench, name), seed, width, height)
+        return _HumanoidBench(functools.partial(_humanoidbench, name), seed, width, height)
     raise VideoUnavailable(f"task family '{family}' has no renderer for videos; fix: bind Trainer.video_every = 0, "
                            f"or add one to flowrl/envs/render.py")

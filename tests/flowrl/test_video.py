@@ -22,7 +22,17 @@ def frames_of(path: Path) -> tuple[int, int, int]:
         return sum(1 for _ in container.decode(video=0)), stream.width, stream.height
 
 
-@pytest.mark.parametrize("task, act_dim", [("dmc/cheetah-run", 6), ("gym/Hopper-v5", 3)])
+def _humanoidbench_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("humanoid_bench") is not None
+
+
+HUMANOIDBENCH = pytest.param("humanoidbench/h1-walk", 19, marks=pytest.mark.skipif(
+    not _humanoidbench_installed(), reason="HumanoidBench is not installed (README: HumanoidBench)"))
+
+
+@pytest.mark.parametrize("task, act_dim", [("dmc/cheetah-run", 6), ("gym/Hopper-v5", 3), HUMANOIDBENCH])
 def test_an_episode_renders_to_an_mp4_of_the_right_frames_and_size(task, act_dim, tmp_path):
     rng = np.random.default_rng(0)
     settings = video.Video(width=64, height=48, max_frames=6)
