@@ -253,7 +253,3 @@ class DiffusionPolicy(nn.Module):
         k = torch.randint(0, self.num_steps, (x0.shape[0],), device=x0.device)
         noise = torch.randn_like(x0)
         return (self.noise_net(obs, self.q_sample(x0, k, noise), k) - noise).square().mean(dim=-1)
-
-    def to_unit(self, action: torch.Tensor) -> torch.Tensor:
-        """Map actions from the bounds back to [-1, 1], the range the chain works in."""
-        return self.bounds.to_unit(action)

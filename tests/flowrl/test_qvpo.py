@@ -147,16 +147,57 @@ def test_gradient_clipping_shrinks_the_first_adam_step():
     assert free_step.min() > 0.9 * lr and clipped_step.max() < 0.05 * lr
 
 
+class CountingPolicy(CandidatePolicy):
+    """For a batch of 2 states: the first ``rows // 2`` of ``candidates`` are the candidates of both states."""
+
+    def sample(self, states: torch.Tensor) -> torch.Tensor:
+        self.sampled_rows.append(states.shape[0])
+        return self.candidates[: states.shape[0] // 2].repeat_interleave(2)[:, None]
+
+
 def test_act_takes_the_best_of_behaviour_or_evaluation_candidates():
-    agent = hand_agent(behaviour_candidates=4, eval_candidates=4)
+    agent = hand_agent(policy=lambda o, a: CountingPolicy([0.1, 0.2, -0.9, 0.9]), behaviour_candidates=2,
+                       eval_candidates=4)
     obs = np.array([[0.0], [1.0]], np.float32)
-    np.testing.assert_allclose(agent.act(obs), [[-0.9], [-0.9]])  # min(-a, -2a) is largest at a = -0.9
-    agent.act(obs, deterministic=True)
-    assert agent.policy.sampled_rows == [8, 8]
-    real = hand_agent(behaviour_candidates=2, eval_candidates=4)
-    real.policy.candidates = torch.tensor([0.9, -0.9])  # two candidates per state while training
-    real.act(obs)
-    assert real.policy.sampled_rows == [4]
+    # Under min(-a, -2a): of the first two candidates 0.1 is the best; of all four, -0.9.
+    np.testing.assert_allclose(agent.act(obs), [[0.1], [0.1]], rtol=1e-6)
+    np.testing.assert_allclose(agent.act(obs, deterministic=True), [[-0.9], [-0.9]], rtol=1e-6)
+    assert agent.policy.sampled_rows == [4, 8]
+
+
+def test_act_and_the_policy_step_score_candidates_with_the_given_aggregate():
+    # Twins (a + s, -2a + s) disagree in sign, so the minimum and the maximum pick different candidates.
+    critic = lambda o, a: TwinLinear((1.0, -2.0), (0.0, 0.0))  # noqa: E731
+    low, high = hand_agent(critic=critic), hand_agent(critic=critic, aggregate=lambda q: q.max(dim=0).values)
+    obs = np.array([[0.0]], np.float32)
+    # Of [0.9, -0.9, 0.1, 0.2]: min(a, -2a) = [-1.8, -0.9, -0.2, -0.4], best 0.1; max(a, -2a) = [0.9, 1.8, 0.1,
+    # 0.2], best -0.9.
+    np.testing.assert_allclose(low.act(obs), [[0.1]], rtol=1e-6)
+    np.testing.assert_allclose(high.act(obs), [[-0.9]], rtol=1e-6)
+    _, info_low = low.actor_loss(BATCH)
+    _, info_high = high.actor_loss(BATCH)
+    assert info_low["q_best"].item() == pytest.approx(-0.2 + 0.5, rel=1e-6)  # mean state 0.5
+    assert info_high["q_best"].item() == pytest.approx(1.8 + 0.5, rel=1e-6)
+
+
+def test_no_entropy_rows_when_its_weight_is_zero():
+    agent = hand_agent(entropy_weight=0.0, entropy_samples=2)
+    loss, info = agent.actor_loss(BATCH)
+    assert loss.item() == pytest.approx(1.275 * 0.81, rel=1e-6)  # the 3 best-candidate rows only, no zero rows
+
+
+def test_the_policy_gradient_is_clipped_too():
+    lr = 1e-4
+    free, clipped = hand_agent(max_grad_norm=None, policy_lr=lr), hand_agent(max_grad_norm=1e-7, policy_lr=lr)
+    for agent in (free, clipped):
+        agent.policy_step(BATCH)
+    assert abs(free.policy.offset.item()) > 0.9 * lr and abs(clipped.policy.offset.item()) < 0.05 * lr
+
+
+def test_checkpoint_names_are_stable():
+    state = hand_agent().state_dict()  # run folders written by this version must load in later ones
+    assert set(state["networks"]) == {"policy", "policy_target", "critic", "critic_target"}
+    assert set(state["optimizers"]) == {"critic", "policy"}
 
 
 def test_entropy_weight_decays_linearly_to_its_floor():
