@@ -21,6 +21,7 @@ from components import DiffusionPolicy, EnsembleFeedForward, NoiseMLP, QEnsemble
 from components.buffers import Batch
 from flowrl.agents.compiled import compile_count
 from flowrl.agents.qvpo import QVPOAgent
+from reference_rows import assert_every_row_kind
 
 FIXTURE = Path(__file__).with_name("qvpo_fixture.pt")
 LOSS_RTOL, PARAM_ATOL = 1e-5, 1e-6  # seen: losses within 1.1e-7 relative, parameters within 9e-8
@@ -142,9 +143,7 @@ def replay(fixture: dict, monkeypatch, compiled: bool = False,
 
 
 def test_fixture_covers_terminated_truncated_and_ordinary_rows(fixture):
-    for batch in fixture["batches"]:
-        term, trunc = batch["terminated"].bool(), batch["truncated"].bool()
-        assert term.any() and trunc.any() and (~term & ~trunc).any() and not (term & trunc).any()
+    assert_every_row_kind(fixture["batches"])
 
 
 def test_fixture_targets_differ_from_online_networks_after_the_first_update(fixture):

@@ -21,6 +21,7 @@ from components import FlowPolicy, MLPVelocity, ODESolver, QEnsemble, ValueNetwo
 from components.buffers import Batch
 from flowrl.agents.compiled import compile_count
 from flowrl.agents.flowrl import FlowRLAgent
+from reference_rows import assert_every_row_kind
 
 FIXTURE = Path(__file__).with_name("fixture_h32.pt")
 LOSS_RTOL, PARAM_ATOL = 1e-5, 1e-4
@@ -117,9 +118,7 @@ def replay(fixture: dict, monkeypatch, compiled: bool = False) -> list[tuple[dic
 
 
 def test_fixture_covers_terminated_truncated_and_ordinary_rows(fixture):
-    for batch in fixture["batches"]:
-        term, trunc = batch["terminated"].bool(), batch["truncated"].bool()
-        assert term.any() and trunc.any() and (~term & ~trunc).any() and not (term & trunc).any()
+    assert_every_row_kind(fixture["batches"])
 
 
 def test_reference_starts_behaviour_critic_as_a_copy_of_the_critic(fixture):
