@@ -94,6 +94,8 @@ def require(state: dict[str, Any], keys: tuple[str, ...], path: Path) -> None:
 def latest_checkpoint(run_dir: Path) -> Path:
     """The newest checkpoint of ``run_dir``; a one-line :class:`UserError` if there is none."""
     run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"'{run_dir}' is a file, not a run folder; fix: pass the --run-dir folder of an earlier run")
     if not run_dir.is_dir():
         raise UserError(f"run folder '{run_dir}' does not exist; fix: pass the --run-dir of an earlier run")
     found = list_checkpoints(run_dir)

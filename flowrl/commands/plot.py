@@ -127,7 +127,8 @@ def main() -> int:
     curves: dict[Path, tuple[np.ndarray, np.ndarray]] = {}
     for run in args.run_dirs:
         if not run.is_dir():
-            raise UserError(f"run folder '{run}' does not exist; fix: pass folders written by tools/run.py")
+            what = "is a file, not a run folder" if run.exists() else "does not exist"
+            raise UserError(f"'{run}' {what}; fix: pass run folders written by tools/run.py")
         found = curve(run, args.metric)
         if found is None:
             print(f"warning: skipping '{run}': no '{args.metric}' in its metrics.jsonl yet", file=sys.stderr)

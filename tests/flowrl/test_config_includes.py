@@ -57,3 +57,15 @@ def test_a_run_folder_is_named_after_its_task_and_agent():
     assert default_name(["gin/tasks/dmc/cheetah_run.gin", "gin/agents/qvpo.gin", "gin/smoke.gin"]) == "cheetah_run-qvpo"
     assert default_name(["gin/flowrl_humanoid.gin", "gin/ablations/reg_kl.gin"]) == "flowrl_humanoid"
     assert default_name(["gin/flowrl_cheetah_run.gin", "gin/agents/sac.gin"]) == "flowrl_cheetah_run-sac"
+
+
+@pytest.mark.parametrize("tool", [["tools/evaluate.py"], ["tools/run.py", "--resume"], ["tools/plot.py"],
+                                  ["tools/report.py"]])
+def test_a_file_where_a_run_folder_is_expected_is_one_line(tool, tmp_path):
+    a_file = tmp_path / "metrics.jsonl"
+    a_file.write_text("{}\n")
+    proc = subprocess.run([sys.executable, str(ROOT / tool[0]), *tool[1:], str(a_file)], capture_output=True,
+                          text=True, timeout=120, cwd=tmp_path)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert len(errors) == 1 and "not a" in errors[0] and "fix:" in errors[0]
