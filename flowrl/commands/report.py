@@ -10,6 +10,7 @@ improves on the base. Every number is also in ``report.json``.
 from __future__ import annotations
 
 import sys
+import tempfile
 from pathlib import Path
 
 from flowrl.cli import OneLineParser, positive_int, prog, run_main
@@ -17,7 +18,11 @@ from flowrl.cli import OneLineParser, positive_int, prog, run_main
 
 def main() -> int:
     p = OneLineParser(prog=prog("report"), description=__doc__.splitlines()[0])
-    p.add_argument("paths", type=Path, nargs="+", metavar="RUN_DIRS_OR_SWEEP_DIR")
+    p.add_argument("paths", nargs="+", metavar="RUN_DIRS_OR_SWEEP_DIR",
+                   help="folders, or a sweep's storage URI/<sweep> (tools/sweep.py --storage), read from there")
+    p.add_argument("--download", type=Path, metavar="DIR",
+                   help="a storage URI's runs are copied here (without checkpoints) and kept; default: a temporary "
+                        "folder, removed after"),
     p.add_argument("--out", type=Path, help="where report.md goes (default: the one folder given, else ./report)")
     p.add_argument("--base", help="the variant the others are compared with (default: 'base')")
     p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (default 2000)")
@@ -27,11 +32,29 @@ def main() -> int:
     args = p.parse_args()
     from flowrl.report import write_report
 
-    out = args.out or (args.paths[0] if len(args.paths) == 1 else Path("report"))
-    path = write_report(args.paths, out, base=args.base, reps=args.reps, seed=args.seed,
-                        at_step=args.at_step)
+    with tempfile.TemporaryDirectory(prefix="flowrl-report-") as scratch:
+        paths = _local(args.paths, args.download or Path(scratch))
+        out = args.out or (paths[0] if len(paths) == 1 and (args.download or "://" not in args.paths[0])
+                           else Path("report"))
+        path = write_report(paths, out, base=args.base, reps=args.reps, seed=args.seed, at_step=args.at_step)
     print(f"wrote {path}", file=sys.stderr)
     return 0
+
+
+def _local(paths: list[str], into: Path) -> list[Path]:
+    """The given paths as local folders: a storage URI's files are downloaded into ``into/<its name>`` first."""
+    local = []
+    for p in paths:
+        if "://" not in p:
+            local.append(Path(p))
+            continue
+        from flowrl.sweep.storage import Storage, download
+
+        store = Storage(p)
+        n = download(store, into / store.name)
+        print(f"read {n} files from {store} into {into / store.name}", file=sys.stderr)
+        local.append(into / store.name)
+    return local
 
 
 def cli() -> None:

@@ -34,6 +34,11 @@ def build_parser() -> OneLineParser:
     p.add_argument("--ray-cpus", type=positive_int, help="--ray: CPUs of the local Ray instance (default all cores)")
     p.add_argument("--gpus", type=float, default=0.0, help="Ray: GPUs per trial (default 0)")
     p.add_argument("--max-retries", type=int, default=3, help="times a stopped or killed trial is resumed (default 3)")
+    p.add_argument("--storage", metavar="URI", help="keep the trials in URI/<--out's name> (s3://, gs://, hdfs://, "
+                   "file:// or a path) instead of --out: each works in its node's local folder, restored from and "
+                   "mirrored to there; for clusters whose nodes share no file system")
+    p.add_argument("--ship-deps", action="store_true", help="--ray-address: ship the project's requirements too "
+                   "(Ray installs them on each node once), so a node needs only Python and Ray")
     p.add_argument("--shard", metavar="K/N", help="run only the K-th of N disjoint shares of the trials (0 <= K < N), "
                    "e.g. one per job of a SLURM array: --shard $SLURM_ARRAY_TASK_ID/4 with --array=0-3")
     p.add_argument("--dry-run", action="store_true", help="check the grid and write sweep.json; run nothing")
@@ -48,7 +53,8 @@ def main() -> int:
     return run_sweep(args.gin, args.vary, args.tasks, args.seeds, binds, args.out, threads=args.threads,
                      parallel=args.parallel, ray=args.ray, ray_address=args.ray_address, ray_cpus=args.ray_cpus,
                      gpus=args.gpus, max_retries=args.max_retries, dry_run=args.dry_run,
-                     command=[sys.executable, *sys.argv], shard_spec=args.shard)
+                     command=[sys.executable, *sys.argv], shard_spec=args.shard, storage=args.storage,
+                     ship_deps=args.ship_deps)
 
 
 def cli() -> None:

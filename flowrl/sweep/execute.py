@@ -27,14 +27,15 @@ class SweepInterrupted(Exception):
 
 
 def run_local(trials: Sequence[Trial], monitor: SweepMonitor, parallel: int, threads: int, max_retries: int = 3,
-              poll_every: float = 1.0) -> dict[str, dict]:
-    """Run ``trials`` on this machine, ``parallel`` at once; returns each trial's result by id."""
+              poll_every: float = 1.0, storage: str | None = None) -> dict[str, dict]:
+    """Run ``trials`` on this machine, ``parallel`` at once; returns each trial's result by id. ``storage``: the
+    sweep's storage URI (``--storage``), which each trial restores from and mirrors to."""
     stopping = threading.Event()
 
     def attempt(trial: Trial) -> dict:
         for i in range(max_retries + 1):
             try:
-                return run_trial(trial, threads)
+                return run_trial(trial, threads) if storage is None else _stored(trial, threads, storage, False)
             except TrialPreempted as e:
                 # A Ctrl-C reaches the children too: give the main thread a moment to say so before retrying.
                 if stopping.wait(1.0) or i == max_retries:
@@ -104,9 +105,9 @@ def _token_mode() -> None:
         os.environ["RAY_AUTH_MODE"] = "token"
 
 
-def _join(ray, address: str) -> None:
+def _join(ray, address: str, runtime_env: dict | None = None) -> None:
     try:
-        ray.init(address=address, log_to_driver=False, logging_level="warning")
+        ray.init(address=address, log_to_driver=False, logging_level="warning", runtime_env=runtime_env)
     except ConnectionError as e:
         raise UserError(f"could not join the Ray cluster at '{address}' ({str(e).strip().splitlines()[-1]}); fix: "
                         f"pass the address the head's 'ray start --head' printed; a cluster with token "
@@ -114,27 +115,36 @@ def _join(ray, address: str) -> None:
                         f"head)") from None
 
 
-def _ray_trial(spec: dict, threads: int) -> dict:
-    # Module level, so Ray can ship it by reference to any worker that has flowrl installed.
-    return run_trial(Trial(**spec), threads)
+def _ray_trial(spec: dict, threads: int, storage: str | None = None) -> dict:
+    # Module level, so Ray can ship it by reference to any worker that has flowrl (installed or shipped).
+    return run_trial(Trial(**spec), threads) if storage is None else _stored(Trial(**spec), threads, storage, True)
+
+
+def _stored(trial: Trial, threads: int, storage: str, on_node: bool) -> dict:
+    from flowrl.sweep.synced import run_stored  # pyarrow only where --storage is used
+
+    return run_stored(trial, threads, storage, on_node)
 
 
 def run_ray(trials: Sequence[Trial], monitor: SweepMonitor, threads: int, gpus: float = 0.0, max_retries: int = 3,
-            address: str | None = None, num_cpus: int | None = None, poll_every: float = 1.0) -> dict[str, dict]:
-    """Run ``trials`` as Ray tasks on a new local instance (``address`` None) or on the cluster at ``address``."""
+            address: str | None = None, num_cpus: int | None = None, poll_every: float = 1.0,
+            storage: str | None = None, runtime_env: dict | None = None) -> dict[str, dict]:
+    """Run ``trials`` as Ray tasks on a new local instance (``address`` None) or on the cluster at ``address``
+    (with ``runtime_env``: the code it ships, :mod:`flowrl.sweep.ship`). ``storage``: the sweep's storage URI;
+    each trial then works in its node's local folder, restored from and mirrored to it."""
     ray = require_ray(address)
     if address is not None:
         check_address(address)
     started = not ray.is_initialized()
     if started and address:
-        _join(ray, address)
+        _join(ray, address, runtime_env)
     elif started:  # "local": a new instance even where a `ray start` cluster (or a stale record of one) exists
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
                  logging_level="warning")
     try:
         remote = ray.remote(_ray_trial).options(num_cpus=threads, num_gpus=gpus, max_retries=max_retries,
                                                 retry_exceptions=[TrialPreempted])
-        refs = {remote.remote(asdict(t), threads): t for t in trials}
+        refs = {remote.remote(asdict(t), threads, storage): t for t in trials}
         results: dict[str, dict] = {}
         pending = list(refs)
         try:

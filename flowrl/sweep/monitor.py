@@ -7,14 +7,14 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Column
 
 from flowrl.sweep.plan import Trial
-from flowrl.sweep.trial import progress
+from flowrl.sweep.trial import Progress as TrialProgress, progress
 
 # States: queued (not started, or waiting for a retry), running, done, failed, skipped (finished before this
 # sweep), stopped (by Ctrl-C, after a checkpoint).
@@ -27,8 +27,11 @@ class SweepMonitor:
 
     ETA_WINDOW = 900.0  # seconds of history behind the summary's ETA (warm-ups run far faster than learning steps)
 
-    def __init__(self, trials: Sequence[Trial], console: Console | None = None, summary_every: float = 60.0):
+    def __init__(self, trials: Sequence[Trial], console: Console | None = None, summary_every: float = 60.0,
+                 progress_of: Callable[[Trial], TrialProgress] | None = None):
         self.trials = list(trials)
+        # Where a trial's progress is read: its folder here, or (a sweep with --storage) the storage.
+        self.progress_of = progress_of or (lambda t: progress(Path(t.run_dir)))
         self.console = console or Console(stderr=True)
         self.live = self.console.is_terminal
         self.state = {t.id: "queued" for t in self.trials}
@@ -55,10 +58,11 @@ class SweepMonitor:
     def outcome(self, trial_id: str, status: str) -> None:
         """``done``, ``skipped``, ``failed`` or ``stopped``: final, whatever the folder says later."""
         self.final[trial_id] = status
+        getattr(self.progress_of, "forget", lambda _: None)(trial_id)  # a cached reading is older than the outcome
 
     def poll(self) -> None:
         for t in self.trials:
-            p = progress(Path(t.run_dir))
+            p = self.progress_of(t)
             state = self.final.get(t.id) or ("running" if p.running else "queued")
             if state != self.state[t.id]:
                 if state == "running":  # resumed trials jump to their checkpoint: restart the rate estimate there
@@ -75,7 +79,7 @@ class SweepMonitor:
     def summary(self) -> str:
         """Trials per state, env steps done of the grid's, and an ETA at the rate of the last ``ETA_WINDOW`` s."""
         counts = {s: list(self.state.values()).count(s) for s in _STYLE}
-        steps = sum(min(progress(Path(t.run_dir)).steps, t.total_steps) for t in self.trials)
+        steps = sum(min(self.progress_of(t).steps, t.total_steps) for t in self.trials)
         total = sum(t.total_steps for t in self.trials)
         now = time.monotonic()
         self._history.append((now, steps))
