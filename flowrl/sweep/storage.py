@@ -204,7 +204,7 @@ def node_local_dir() -> Path:
 
 def download(store: Storage, dest: Path, checkpoints: bool = False) -> int:
     """Copy a storage folder (a sweep or a run) into ``dest``, without checkpoints unless asked; returns the count."""
-    names = [n for n in store.files() if (checkpoints or not n.startswith("checkpoints/")) and not _hidden(n)]
+    names = [n for n in store.files() if (checkpoints or "checkpoints" not in n.split("/")[:-1]) and not _hidden(n)]
     if not names:
         raise StorageError(f"storage '{store}' holds no files; fix: pass URI/<sweep> as tools/sweep.py --storage "
                            f"URI --out <sweep> wrote it")
