@@ -53,6 +53,5 @@ def runtime_env(deps: bool = False, exclude: Sequence[Path] = ()) -> dict:
                "excludes": EXCLUDES}
     if deps:
         env["pip"] = {"packages": requirements(), "pip_check": False}
-    env["env_vars"] = {"PYTHONUNBUFFERED": "1"}
     return env
 

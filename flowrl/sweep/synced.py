@@ -192,7 +192,11 @@ def run_stored(trial: Trial, threads: int, sweep_uri: str, on_node: bool = True)
     task) or in its planned folder (the embedded executor, whose ``--out`` is this machine's)."""
     from dataclasses import replace
 
-    store = Storage(sweep_uri)
+    try:
+        store = Storage(sweep_uri)
+    except StorageError as e:  # the driver reached it: this node lacks the file system or its credentials
+        return {"id": trial.id, "status": "failed", "returncode": None, "ran": False,
+                "error": f"{e} (on node {socket.gethostname()})"}
     if on_node:
         trial = replace(trial, run_dir=str(node_local_dir() / store.name / trial.id))
     return run_synced(trial, threads, store.join(trial.id))
