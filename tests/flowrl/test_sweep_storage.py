@@ -3,7 +3,6 @@ moto server on this machine) and restored from them, a storage that fills up mid
 
 import os
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pytest
 
 pytest.importorskip("pyarrow", reason="pyarrow is not installed (pip install -e '.[sweep]')")
 
+from flowrl.sweep import run_sweep  # noqa: E402
 from flowrl.sweep.plan import Trial  # noqa: E402
 from flowrl.sweep.ship import EXCLUDES, runtime_env  # noqa: E402
 from flowrl.sweep.storage import Storage, StorageError, download  # noqa: E402
@@ -161,11 +161,11 @@ def checkpoint_names(store: Storage) -> list[str]:
 
 def test_bad_storage_stops_the_sweep_in_one_line_before_anything_runs(tmp_path):
     out = tmp_path / "grid"
-    proc = subprocess.run([sys.executable, "tools/sweep.py", "--gin", "gin/flowrl_cheetah_run.gin", "--out", str(out),
-                           "--storage", "foo://bucket/sweeps"], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and proc.stderr.startswith(
-        "error: storage 'foo://bucket/sweeps': no file system for the scheme 'foo://' is installed; fix: use s3://")
-    assert len(proc.stderr.strip().splitlines()) == 1 and not out.exists()
+    with pytest.raises(StorageError) as bad:
+        run_sweep(["gin/flowrl_cheetah_run.gin"], [], [], "0", [], out, storage="foo://bucket/sweeps")
+    assert str(bad.value) == ("storage 'foo://bucket/sweeps': no file system for the scheme 'foo://' is installed; "
+                              "fix: use s3://, gs://, hdfs://, file:// or a path")
+    assert not out.exists()  # checked before the plan is written
     with pytest.raises(StorageError, match=r"^storage '/proc/no/such/place': .*; fix: check the URI"):
         Storage("/proc/no/such/place").check()
 

@@ -21,7 +21,9 @@ import pytest
 pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[sweep]')")
 pytest.importorskip("pyarrow", reason="pyarrow is not installed (pip install -e '.[sweep]')")
 
+from flowrl.commands.report import main as report_main  # noqa: E402
 from flowrl.logger import read_metrics  # noqa: E402
+from flowrl.sweep import run_sweep  # noqa: E402
 from flowrl.sweep.storage import checkpoint_steps  # noqa: E402
 from flowrl.sweep.trial import PID_FILE  # noqa: E402
 
@@ -127,7 +129,7 @@ def _kill_after_sync(locals_: list[Path], store: Path, deadline: float) -> tuple
     raise AssertionError("no trial reached a checkpoint short of the end in time")
 
 
-def test_storage_sweep_on_two_nodes_that_share_nothing(cluster, tmp_path):
+def test_storage_sweep_on_two_nodes_that_share_nothing(cluster, tmp_path, capfd, monkeypatch):
     store = tmp_path / "bucket"  # outside both nodes' folders
     out = tmp_path / "grid"  # the driver's folder: the plan only
     args = [*TINY, "--out", str(out), "--storage", store.as_uri(), "--ray-address", cluster["address"]]
@@ -167,17 +169,19 @@ def test_storage_sweep_on_two_nodes_that_share_nothing(cluster, tmp_path):
     used = [{p.parent.relative_to(local).as_posix() for p in local.rglob("command.txt")} for local in cluster["locals"]]
     assert all(used) and set.union(*used) == {t.relative_to(store).as_posix() for t in trials}
 
-    # Without the nodes' folders, the same command reads the storage and runs nothing; the report reads it too.
+    # Without the nodes' folders, the driver reads the storage and runs nothing; the report reads it too. (Both in this
+    # process: the same code as the commands, without two more interpreters' start-up.)
     for local in cluster["locals"]:
         shutil.rmtree(local)
-    again = subprocess.run([sys.executable, "tools/sweep.py", *args], cwd=ROOT, env=cluster["env"],
-                           capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0 and "4 already finished" in again.stderr and "nothing to run" in again.stderr
+    grid = [[f for f in TINY[TINY.index("--vary") + 1:TINY.index("--seeds")]]]
+    binds = [TINY[i + 1] for i, a in enumerate(TINY) if a == "--bind"]
+    assert run_sweep(["gin/flowrl_cheetah_run.gin"], grid, [], "0-1", binds, out, storage=store.as_uri()) == 0
+    assert "4 already finished" in capfd.readouterr().err
     assert not any(local.exists() for local in cluster["locals"])
     got = tmp_path / "got"
-    report = subprocess.run([sys.executable, "tools/report.py", (store / "grid").as_uri(), "--download", str(got),
-                             "--reps", "100"], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert report.returncode == 0, report.stderr[-2000:]
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(sys, "argv", ["report", (store / "grid").as_uri(), "--download", str(got), "--reps", "100"])
+    assert report_main() == 0
     text = (got / "grid" / "report.md").read_text()
     assert "reg_kl" in text and "base" in text
     assert not list(got.rglob("*.pt"))  # the report needs no checkpoints, and fetched none
