@@ -6,6 +6,9 @@ at once, then the files that changed (metrics, logs), at most every ``every`` se
 everything. A remote checkpoint is deleted only after a newer one is uploaded whole, so a failed upload (a full
 storage) never costs the last good one: the run goes on in its local copy, says so in ``sweep.log``, and the trial
 ends ``failed`` with that line if the last upload fails too (running the sweep again then resumes it).
+
+Written here rather than taken from a library: ``pyarrow.fs.copy_files`` copies whole trees without knowing which
+checkpoint is whole or newest, and Ray Tune's syncing belongs to Tune's trial runner, which a sweep does not use.
 """
 
 from __future__ import annotations

@@ -89,8 +89,9 @@ def s3(monkeypatch):
     server_mod = pytest.importorskip("moto.server", reason="moto is not installed (pip install -e '.[dev]')")
     import pyarrow.fs as pafs
 
-    for k, v in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(k, v)
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(k, "test")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
