@@ -16,8 +16,10 @@ from typing import Sequence
 from flowrl.errors import UserError
 from flowrl.sweep.execute import SweepInterrupted, check_address, require_ray, run_local, run_ray
 from flowrl.sweep.monitor import SweepMonitor
-from flowrl.sweep.ship import runtime_env
 from flowrl.sweep.plan import Trial, expand, parse_seeds, parse_shard, read_plan, shard, write_plan
+from flowrl.sweep.ship import runtime_env
+from flowrl.sweep.storage import Storage
+from flowrl.sweep.synced import StorageProgress, finished_in
 from flowrl.sweep.trial import finished, run_trial
 
 __all__ = ["Trial", "expand", "parse_seeds", "read_plan", "run_sweep", "run_trial", "usable_cores", "write_plan"]
@@ -61,7 +63,7 @@ def run_sweep(base: Sequence[str], factors: Sequence[Sequence[str]], tasks: Sequ
         shape += f"; shard {index}/{shares}: {len(trials)} of them here"
     if store:
         store.put(plan, plan.name)
-    done = finished if store is None else (lambda t: _finished_in(store, t))
+    done = finished if store is None else (lambda t: finished_in(store, t))
     todo = [t for t in trials if not done(t)]
     where = store or out
     print(f"sweep: {grid} trials ({shape}), {len(trials) - len(todo)} already finished; plan in "
@@ -70,7 +72,7 @@ def run_sweep(base: Sequence[str], factors: Sequence[Sequence[str]], tasks: Sequ
         print(f"nothing to run; report: python tools/report.py {where}" if not todo else "dry run: nothing started",
               file=sys.stderr)
         return 0
-    monitor = SweepMonitor(trials, progress_of=_storage_progress(store) if store else None)
+    monitor = SweepMonitor(trials, progress_of=StorageProgress(store) if store else None)
     kept = {"storage": store.uri} if store else {}
     for t in trials:
         if t not in todo:
@@ -100,25 +102,11 @@ def run_sweep(base: Sequence[str], factors: Sequence[Sequence[str]], tasks: Sequ
     return 1 if failed else 0
 
 
-def _open_storage(uri: str, out: Path):
+def _open_storage(uri: str, out: Path) -> Storage:
     """The sweep's storage folder ``URI/<out's name>``, checked writable now (one line if not)."""
-    from flowrl.sweep.storage import Storage
-
     store = Storage(uri).join(out.resolve().name)
     store.check()
     return store
-
-
-def _finished_in(store, trial: Trial) -> bool:
-    from flowrl.sweep.synced import finished_in
-
-    return finished_in(store, trial)
-
-
-def _storage_progress(store):
-    from flowrl.sweep.synced import StorageProgress
-
-    return StorageProgress(store)
 
 
 class _StopSignals:

@@ -19,6 +19,7 @@ from typing import Sequence
 from flowrl.errors import MissingDependencyError, UserError
 from flowrl.sweep.monitor import SweepMonitor
 from flowrl.sweep.plan import Trial
+from flowrl.sweep.synced import run_stored
 from flowrl.sweep.trial import TrialPreempted, run_trial, stop_all
 
 
@@ -35,7 +36,9 @@ def run_local(trials: Sequence[Trial], monitor: SweepMonitor, parallel: int, thr
     def attempt(trial: Trial) -> dict:
         for i in range(max_retries + 1):
             try:
-                return run_trial(trial, threads) if storage is None else _stored(trial, threads, storage, False)
+                if storage is None:
+                    return run_trial(trial, threads)
+                return run_stored(trial, threads, storage, on_node=False)
             except TrialPreempted as e:
                 # A Ctrl-C reaches the children too: give the main thread a moment to say so before retrying.
                 if stopping.wait(1.0) or i == max_retries:
@@ -117,13 +120,7 @@ def _join(ray, address: str, runtime_env: dict | None = None) -> None:
 
 def _ray_trial(spec: dict, threads: int, storage: str | None = None) -> dict:
     # Module level, so Ray can ship it by reference to any worker that has flowrl (installed or shipped).
-    return run_trial(Trial(**spec), threads) if storage is None else _stored(Trial(**spec), threads, storage, True)
-
-
-def _stored(trial: Trial, threads: int, storage: str, on_node: bool) -> dict:
-    from flowrl.sweep.synced import run_stored  # pyarrow only where --storage is used
-
-    return run_stored(trial, threads, storage, on_node)
+    return run_trial(Trial(**spec), threads) if storage is None else run_stored(Trial(**spec), threads, storage)
 
 
 def run_ray(trials: Sequence[Trial], monitor: SweepMonitor, threads: int, gpus: float = 0.0, max_retries: int = 3,
