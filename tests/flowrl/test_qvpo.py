@@ -248,3 +248,75 @@ def test_real_diffusion_agent_trains_under_bf16_autocast():
     info = agent.update(random_batch(0))
     assert all(np.isfinite(v) for v in info.values())
     assert agent.act(np.zeros((3, 5), np.float32)).shape == (3, 2)
+
+
+# ------------------------------------------------------------------------------------------- gaps mutmut found
+def test_defaults_are_the_authors_under_weighted_aug():
+    """Every default as ``gin/agents/qvpo.gin`` cites it (wadx2019/qvpo@40a1974, ``--weighted --aug``)."""
+    torch.manual_seed(0)
+    agent = QVPOAgent(3, 2)
+    assert isinstance(agent.policy, DiffusionPolicy) and isinstance(agent.critic, QEnsemble)
+    assert agent.discount == 0.99 and agent.target_tau == 0.005 and agent.max_grad_norm == 2.0
+    assert (agent.train_candidates, agent.behaviour_candidates, agent.eval_candidates, agent.target_candidates) == (
+        64, 4, 32, 4)
+    assert (agent.entropy_weight, agent.entropy_weight_min, agent.entropy_decay_updates, agent.entropy_samples) == (
+        0.02, 0.002, 1_000_000, 10)
+    critic_group, policy_group = agent.critic_optimizer.param_groups[0], agent.policy_optimizer.param_groups[0]
+    assert (critic_group["lr"], critic_group["eps"], policy_group["lr"], policy_group["eps"]) == (3e-4, 1e-5, 1e-4, 1e-5)
+    assert agent.device == torch.device("cpu") and agent.amp_dtype is None
+
+
+@pytest.mark.parametrize("name", ["train_candidates", "behaviour_candidates", "eval_candidates", "target_candidates"])
+def test_each_candidate_count_is_checked_by_name(name):
+    with pytest.raises(ValueError, match=f"QVPOAgent.{name} must be >= 1, got 0"):
+        hand_agent(**{name: 0})
+    assert getattr(hand_agent(**{name: 1}), name) == 1  # one candidate is allowed
+
+
+@pytest.mark.parametrize("name", ["entropy_weight", "entropy_weight_min", "entropy_samples"])
+def test_entropy_settings_may_be_zero_but_not_negative(name):
+    with pytest.raises(ValueError, match="must be >= 0"):
+        hand_agent(**{name: -1})
+    assert getattr(hand_agent(**{name: 0}), name) == 0
+
+
+def test_networks_live_on_the_given_device_and_targets_are_frozen_copies():
+    torch.manual_seed(0)
+    agent = QVPOAgent(3, 2, device="meta", train_candidates=2, entropy_samples=2)
+    for name, module in agent.modules().items():
+        assert all(p.is_meta for p in module.parameters()), name
+        assert all(p.requires_grad for p in module.parameters()) == (not name.endswith("_target")), name
+    meta = Batch(*(torch.zeros(4, d, device="meta") for d in (3, 2, 1, 3, 1, 1)))
+    loss, _ = agent.actor_loss(meta)  # the uniform entropy actions are drawn on the observations' device
+    assert loss.is_meta
+
+
+def test_entropy_actions_are_uniform_on_the_action_box():
+    agent = hand_agent(entropy_samples=2000)
+    seen = {}
+    real = agent.policy.matching_loss
+
+    def matching_loss(obs, action):
+        seen["action"] = action
+        return real(obs, action)
+
+    agent.policy.matching_loss = matching_loss
+    torch.manual_seed(0)
+    agent.actor_loss(BATCH)
+    uniform = seen["action"][3:]  # after the 3 best candidates
+    assert uniform.shape == (6000, 1)
+    assert -1.0 <= uniform.min() < -0.99 and 0.99 < uniform.max() <= 1.0 and abs(uniform.mean()) < 0.05
+
+
+def test_the_critic_target_scores_next_candidates_with_the_given_aggregate():
+    agent = hand_agent(aggregate=lambda q: q.max(dim=0).values)
+    _, info = agent.critic_loss(BATCH)
+    # Target candidates under max(2a, a + 0.1) + s': [-0.4, 1.8, 1.0, -0.8] + s', the best 1.8 + s' (a = 0.9).
+    y = [1.0, 2.0 + GAMMA * (1.8 + 1.0), -1.0 + GAMMA * (1.8 - 0.5)]
+    assert info["target"].item() == pytest.approx(sum(y) / 3, rel=1e-6)
+
+
+def test_an_update_reports_exactly_these_metrics():
+    info = hand_agent().update(BATCH)
+    assert set(info) == {"critic/loss", "critic/q", "critic/target", "actor/loss", "actor/q_best", "actor/q_mean",
+                         "actor/weight_mean", "actor/weight_max", "actor/denoise"}
