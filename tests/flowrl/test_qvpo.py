@@ -275,7 +275,8 @@ def test_each_candidate_count_is_checked_by_name(name):
 
 @pytest.mark.parametrize("name", ["entropy_weight", "entropy_weight_min", "entropy_samples"])
 def test_entropy_settings_may_be_zero_but_not_negative(name):
-    with pytest.raises(ValueError, match="must be >= 0"):
+    message = r"^QVPOAgent\.entropy_weight, entropy_weight_min and entropy_samples must be >= 0"
+    with pytest.raises(ValueError, match=message):
         hand_agent(**{name: -1})
     assert getattr(hand_agent(**{name: 0}), name) == 0
 
