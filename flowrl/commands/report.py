@@ -4,7 +4,8 @@ Runs are grouped by task and variant (the overlays and bindings that set them ap
 variant: mean and 95% bootstrap CI of the final return and of the area under the curve, and learning curves with CI
 bands. Across tasks: normalised scores (DMC return / 1000, HumanoidBench return / the task's success target)
 aggregated with rliable (IQM, mean, optimality gap), performance profiles, and the probability that each variant
-improves on the base. Every number is also in ``report.json``.
+improves on the base. Every number is also in ``report.json``. On a study folder (``tools/sweep.py --search``): the
+best trials, parameter importances and optimisation history, then its confirmation runs as above (docs/search.md).
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ def main() -> int:
     from flowrl.report import write_report
 
     out = args.out or (args.paths[0] if len(args.paths) == 1 else Path("report"))
+    from flowrl.report.study import is_study, write_study_report
+
+    if len(args.paths) == 1 and is_study(args.paths[0]) and args.at_step is None and args.base is None:
+        print(f"wrote {write_study_report(args.paths[0], reps=args.reps, seed=args.seed)}", file=sys.stderr)
+        return 0
     path = write_report(args.paths, out, base=args.base, reps=args.reps, seed=args.seed,
                         at_step=args.at_step)
     print(f"wrote {path}", file=sys.stderr)
