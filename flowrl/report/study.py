@@ -167,7 +167,8 @@ def confirmation(numbers: dict, result: dict) -> list[str]:
     text = (f"Trial {best['number']} scored {best['value']:.1f} in the search (seed {numbers['settings']['seed']}); "
             f"re-run on {len(by_variant[variant]['seeds'])} fresh seed(s) it scores {e['mean']:.1f} [{lo:.1f}, "
             f"{hi:.1f}], {e['mean'] - best['value']:+.1f} from the searched value"
-            + (" (inside the interval: no sign of the winner's curse)." if lo <= best["value"] <= hi else
+            + (" (one seed: no interval)." if lo == hi else
+               " (inside the interval: no sign of the winner's curse)." if lo <= best["value"] <= hi else
                " (outside the interval: the search's score was " + ("lucky)." if best["value"] > hi else "unlucky).")))
     if "base" in by_variant:
         b = by_variant["base"][key]

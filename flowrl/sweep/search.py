@@ -127,12 +127,20 @@ def _check_same(out: Path, settings: dict) -> None:
             if key == "space":
                 names = sorted(set(before["space"]) ^ set(settings["space"])) or [
                     n for n in settings["space"] if before["space"][n] != settings["space"][n]]
-                why = f"'{names[0]}' differs"
+                why = f"'{names[0]}' differs" + (
+                    ", and it sets the shape of what the trials' checkpoints hold" if _shape(names[0]) else "")
             else:
                 why = f"{key} was {before.get(key)!r}, now {settings[key]!r}"
             raise UserError(f"the study in {out} was started with other settings ({why}): its trials and their "
                             f"checkpoints cannot continue under these; fix: the study's own settings "
                             f"({path}) or a new --out")
+
+
+def _shape(name: str) -> bool:
+    from flowrl.checks import _SHAPE_NAMES, _SHAPE_PARAMS
+
+    short = ".".join(name.rsplit("/", 1)[-1].split(".")[-2:])
+    return short in _SHAPE_NAMES or short.split(".")[-1] in _SHAPE_PARAMS
 
 
 def _trial_plan(trial, params, template: Trial, out: Path, seed: int) -> Trial:
@@ -354,7 +362,7 @@ def _confirm(study, out, base, tasks, bindings, seed, k, objective, threads, par
         raise UserError("no trial of the study ran to its end, so none can be confirmed; fix: a larger --search or "
                         "a milder pruner (--pruner none)")
     overlay = best_overlay(study, out)
-    seeds = f"{seed + 1}-{seed + k}"
+    seeds = f"{seed + 1}-{seed + k}" if k > 1 else str(seed + 1)
     print(f"confirm: {overlay.stem} and the base on fresh seeds {seeds}", file=sys.stderr)
     code = run_sweep(base, [[str(overlay)]], tasks, seeds, bindings, out / "confirm", threads=threads,
                      parallel=parallel, ray=ray, ray_address=ray_address, ray_cpus=ray_cpus, gpus=gpus,
