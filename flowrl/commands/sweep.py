@@ -51,6 +51,8 @@ def build_parser() -> OneLineParser:
                    help="stops losing trials early: median, asha (successive halving), hyperband, none (default median)")
     s.add_argument("--prune-startup", type=int, default=2, metavar="K",
                    help="median: trials that must end before any is pruned (default 2)")
+    s.add_argument("--prune-warmup", type=int, default=0, metavar="STEPS",
+                   help="prune no trial before this env step (default 0: from the first evaluation)")
     s.add_argument("--search-seed", type=int, default=0, help="the sampler's seed (default 0)")
     s.add_argument("--confirm", type=int, default=0, metavar="K",
                    help="then run the best configuration and the base on K fresh seeds (the winner's curse)")
@@ -81,7 +83,8 @@ def _search(args, binds: list[str]) -> int:
                         f"choices in --space: 'overlay': choice(None, 'gin/ablations/reg_kl.gin'))")
     return run_search(args.gin, args.tasks, args.seeds, binds, args.out, args.search, args.space,
                       objective=args.objective, sampler=args.sampler, pruner=args.pruner,
-                      prune_startup=args.prune_startup, search_seed=args.search_seed, confirm=args.confirm,
+                      prune_startup=args.prune_startup, prune_warmup=args.prune_warmup,
+                      search_seed=args.search_seed, confirm=args.confirm,
                       threads=args.threads, parallel=args.parallel, ray=args.ray, ray_address=args.ray_address,
                       ray_cpus=args.ray_cpus, gpus=args.gpus, max_retries=args.max_retries, dry_run=args.dry_run,
                       command=[sys.executable, *sys.argv])

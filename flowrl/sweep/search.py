@@ -78,15 +78,17 @@ def make_sampler(optuna, name: str, params: list, seed: int, n_trials: int, aske
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, n_trials // 3)), constant_liar=True)
 
 
-def make_pruner(optuna, name: str, startup: int, first_eval: int, total_steps: int):
-    """Intermediate values are reported at env steps, so resources below are env steps."""
+def make_pruner(optuna, name: str, startup: int, warmup: int, first_eval: int, total_steps: int):
+    """Intermediate values are reported at env steps, so resources below are env steps; no trial is pruned before
+    env step ``warmup`` (an early evaluation, of a policy that has barely trained, says little)."""
     if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=0)
+        return optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=warmup)
+    first = max(first_eval, warmup)
     if name == "asha":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=first_eval, reduction_factor=3,
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=first, reduction_factor=3,
                                                       min_early_stopping_rate=0)
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=first_eval, max_resource=total_steps, reduction_factor=3)
+        return optuna.pruners.HyperbandPruner(min_resource=first, max_resource=total_steps, reduction_factor=3)
     return optuna.pruners.NopPruner()
 
 
@@ -167,7 +169,8 @@ class _Live:
 
 def run_search(base: Sequence[str], tasks: Sequence[str], seeds: str, bindings: Sequence[str], out: Path,
                n_trials: int, space_text: str, objective: str = "final", sampler: str = "tpe",
-               pruner: str = "median", prune_startup: int = 2, search_seed: int = 0, confirm: int = 0,
+               pruner: str = "median", prune_startup: int = 2, prune_warmup: int = 0, search_seed: int = 0,
+               confirm: int = 0,
                threads: int = 1, parallel: int | None = None, ray: bool = False, ray_address: str | None = None,
                ray_cpus: int | None = None, gpus: float = 0.0, max_retries: int = 3, dry_run: bool = False,
                command: Sequence[str] = (), poll_every: float = 1.0) -> int:
@@ -208,7 +211,8 @@ def run_search(base: Sequence[str], tasks: Sequence[str], seeds: str, bindings: 
     _check_same(out, settings)
     out.mkdir(parents=True, exist_ok=True)
     (out / STUDY_FILE).write_text(json.dumps({"format": 1, "command": list(command), "settings": settings,
-                                              "sampler": sampler, "pruner": pruner, "trials": n_trials}, indent=1))
+                                              "sampler": sampler, "pruner": pruner, "trials": n_trials,
+                                              "prune_startup": prune_startup, "prune_warmup": prune_warmup}, indent=1))
     storage = f"sqlite:///{out / STUDY_DB}"
     try:
         asked = len(optuna.load_study(study_name=STUDY_NAME, storage=storage).trials)
@@ -217,7 +221,7 @@ def run_search(base: Sequence[str], tasks: Sequence[str], seeds: str, bindings: 
     study = optuna.create_study(
         study_name=STUDY_NAME, storage=storage, direction="maximize", load_if_exists=True,
         sampler=make_sampler(optuna, sampler, params, search_seed, n_trials, asked),
-        pruner=make_pruner(optuna, pruner, prune_startup, eval_every, template.total_steps))
+        pruner=make_pruner(optuna, pruner, prune_startup, prune_warmup, eval_every, template.total_steps))
     states = optuna.trial.TrialState
     done = [t for t in study.trials if t.state != states.RUNNING]
     print(f"study: {n_trials} trials of {template.task} (seed {seed}, {template.total_steps:,} env steps each), "
