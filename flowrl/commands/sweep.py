@@ -5,8 +5,8 @@ it to cross factors), ``--bind`` applies to every trial. The plan (``DIR/sweep.j
 runs; each trial is an ordinary ``tools/run.py`` folder ``DIR/<task>/<variant>/s<seed>``. Run here (default: as many
 one-thread trials at once as there are cores), on a local Ray instance (``--ray``) or a cluster (``--ray-address``).
 The same command run again skips finished trials and resumes interrupted ones. ``--search N --space SPACE`` runs an
-Optuna study of N trials instead of a grid, pruning losing trials early (docs/search.md). Exit status: 0 all finished, 1 some
-trial failed, 2 bad input, 130 Ctrl-C (SIGINT), 143 SIGTERM (trials checkpoint; none is retried).
+Optuna study of N trials instead of a grid, pruning losing trials early (docs/search.md). Exit status: 0 all
+finished, 1 some trial failed, 2 bad input, 130 Ctrl-C (SIGINT), 143 SIGTERM (trials checkpoint; none is retried).
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ def build_parser() -> OneLineParser:
                    help="what a trial scores: the final eval return or the area under the eval curve (default final)")
     s.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="Optuna sampler (default tpe)")
     s.add_argument("--pruner", choices=PRUNERS, default="median",
-                   help="stops losing trials early: median, asha (successive halving), hyperband, none (default median)")
+                   help="stops losing trials early: median, asha (successive halving), hyperband, none "
+                   "(default median)")
     s.add_argument("--prune-startup", type=int, default=2, metavar="K",
                    help="median: trials that must end before any is pruned (default 2)")
     s.add_argument("--prune-warmup", type=int, default=0, metavar="STEPS",

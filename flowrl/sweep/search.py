@@ -232,13 +232,13 @@ def run_search(base: Sequence[str], tasks: Sequence[str], seeds: str, bindings: 
         return 0
     code = _drive(optuna, study, params, template, out, seed, n_trials, objective, threads, parallel, ray,
                   ray_address, ray_cpus, gpus, max_retries, poll_every)
-    if code:
+    if code > 1:  # stopped by a signal: the same command continues
         return code
     print(summary(study, template.total_steps) + f"; report: python tools/report.py {out}", file=sys.stderr)
-    if confirm:
+    if confirm and code == 0:
         return _confirm(study, out, base, tasks, bindings, seed, confirm, objective, threads, parallel, ray,
                         ray_address, ray_cpus, gpus, max_retries, command)
-    return 0
+    return code
 
 
 def _drive(optuna, study, params, template, out, seed, n_trials, objective, threads, parallel, ray, ray_address,

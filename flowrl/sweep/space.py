@@ -68,7 +68,8 @@ class Param:
         if self.kind in ("int_uniform", "uniform") and len(self.args) == 3:
             lo, hi, step = self.args
             n = int(math.floor((hi - lo) / step + 1e-9)) + 1
-            return [lo + i * step if self.kind == "int_uniform" else round(lo + i * step, 12) for i in range(n)]
+            return [lo + i * step if self.kind == "int_uniform" else round(lo + i * step, 12)
+                    for i in range(n)]
         raise UserError(f"--sampler grid needs a finite space but '{self.name}' is {self.text()}; fix: write "
                         f"choice(...) or a step, e.g. uniform(0.7, 0.95, 0.05)")
 
@@ -161,7 +162,8 @@ def _check_choices(where: str, text: str, values: tuple, overlay: bool) -> None:
         if not isinstance(v, (str, int, float, bool, type(None))):
             raise UserError(f"{where}: '{text}' holds {v!r}, not a number, string, bool or None; fix: plain values")
         if overlay and v is not None and (not isinstance(v, str) or not v.endswith(".gin")):
-            raise UserError(f"{where}: overlay choice {v!r} is not a .gin file; fix: overlay files or None (no overlay)")
+            raise UserError(f"{where}: overlay choice {v!r} is not a .gin file; fix: overlay files or None "
+                            f"(no overlay)")
 
 
 def canonical(params: list[Param]) -> dict[str, str]:

@@ -6,7 +6,6 @@ its driver killed mid-trial and restarted; the report on the study; the space's 
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -27,8 +26,9 @@ TOTAL = 300
 TINY = [
     "--gin", "gin/flowrl_cheetah_run.gin", "--tasks", "dmc/cartpole-balance",
     "--bind", "MLPVelocity.hidden = 16", "--bind", "QEnsemble.hidden = 16", "--bind", "ValueNetwork.hidden = 16",
-    "--bind", "Trainer.batch_size = 16", "--bind", "ReplayBuffer.capacity = 1000", "--bind", "Trainer.warmup_steps = 100",
-    "--bind", f"Trainer.total_steps = {TOTAL}", "--bind", "Trainer.eval_every = 100", "--bind", "Trainer.eval_episodes = 1",
+    "--bind", "Trainer.batch_size = 16", "--bind", "ReplayBuffer.capacity = 1000",
+    "--bind", "Trainer.warmup_steps = 100", "--bind", f"Trainer.total_steps = {TOTAL}",
+    "--bind", "Trainer.eval_every = 100", "--bind", "Trainer.eval_episodes = 1",
     "--bind", "Trainer.checkpoint_every = 100", "--bind", "Trainer.log_every = 50",
 ]  # fmt: skip
 # Random sampling with seed 14 draws 100, 5 for the first two trials, and (re-seeded with 14 + 2 when the study is
@@ -199,7 +199,7 @@ def test_a_study_continues_only_under_its_own_space(tmp_path):
     changed = sweep(*base, "--space", "{'MLPVelocity.hidden': choice(16, 64)}", timeout=120)
     assert changed.returncode == 2
     assert changed.stderr.strip().splitlines() == [
-        f"error: the study in {out.resolve()} was started with other settings ('MLPVelocity.hidden' differs, and it sets "
-        f"the shape of what the trials' checkpoints hold): its "
+        f"error: the study in {out.resolve()} was started with other settings ('MLPVelocity.hidden' differs, and "
+        f"it sets the shape of what the trials' checkpoints hold): its "
         f"trials and their checkpoints cannot continue under these; fix: the study's own settings "
         f"({out.resolve() / 'study.json'}) or a new --out"]
