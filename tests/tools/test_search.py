@@ -173,33 +173,45 @@ def test_a_space_is_read_into_bindings_and_overlays():
                      "FlowRLAgent.regularizer = @KLRegularizer()"]
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--search", "0", "--space", "{'FlowRLAgent.expectile': uniform(0.7, 0.95)}"], "--search 0 asks for no trial"),
-    (["--search", "2", "--space", "{'FlowRLAgent.no_such_value': uniform(0.7, 0.95)}"],
-     "--space 'FlowRLAgent.no_such_value' = 0.7: bad gin config"),
-    (["--search", "2", "--space", "{'FlowRLAgent.expectile': uniform(0.7, 1.0)}"],
-     "--space 'FlowRLAgent.expectile' = 1.0: FlowRLAgent.expectile = 1.0 is outside (0.0, 1.0)"),
-    (["--search", "2", "--space", "{'FlowRLAgent.expectile': uniform(0.95, 0.7)}"], "needs low < high"),
-])  # fmt: skip
-def test_bad_search_input_is_one_line(tmp_path, extra, message):
+def test_bad_search_input_is_one_line(tmp_path):
     out = tmp_path / "study"
-    proc = sweep("--gin", "gin/flowrl_cheetah_run.gin", "--out", str(out), *extra, timeout=120)
+    proc = sweep("--gin", "gin/flowrl_cheetah_run.gin", "--out", str(out), "--search", "0", "--space",
+                 "{'FlowRLAgent.expectile': uniform(0.7, 0.95)}", timeout=120)
     assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0] and "fix:" in lines[0], lines
+    assert proc.stderr.strip().splitlines() == [
+        "error: --search 0 asks for no trial; fix: --search 8 (the study's number of trials)"]
     assert not out.exists()  # nothing asked, nothing run
 
 
-def test_a_study_continues_only_under_its_own_space(tmp_path):
+@pytest.mark.parametrize("text, message", [
+    ("{'FlowRLAgent.no_such_value': uniform(0.7, 0.95)}", "--space 'FlowRLAgent.no_such_value' = 0.7: bad gin config"),
+    ("{'FlowRLAgent.expectile': uniform(0.7, 1.0)}",
+     "--space 'FlowRLAgent.expectile' = 1.0: FlowRLAgent.expectile = 1.0 is outside (0.0, 1.0)"),
+    ("{'overlay': choice(None, 'gin/ablations/absent.gin')}", "overlay 'gin/ablations/absent.gin' not found"),
+    ("{'Trainer.batch_size': choice(16, 32)}", "--space 'Trainer.batch_size' is also set by --bind"),
+])  # fmt: skip
+def test_a_space_the_config_cannot_take_is_refused_before_anything_runs(tmp_path, text, message):
+    from flowrl.sweep.search import run_search
+
     out = tmp_path / "study"
-    assert TINY[4:6] == ["--bind", "MLPVelocity.hidden = 16"]
-    base = [*TINY[:4], *TINY[6:], "--out", str(out), "--search", "2", "--dry-run"]  # the space sets the width
-    first = sweep(*base, "--space", "{'MLPVelocity.hidden': choice(16, 32)}", timeout=120)
-    assert first.returncode == 0, first.stderr
-    changed = sweep(*base, "--space", "{'MLPVelocity.hidden': choice(16, 64)}", timeout=120)
-    assert changed.returncode == 2
-    assert changed.stderr.strip().splitlines() == [
-        f"error: the study in {out.resolve()} was started with other settings ('MLPVelocity.hidden' differs, and "
-        f"it sets the shape of what the trials' checkpoints hold): its "
-        f"trials and their checkpoints cannot continue under these; fix: the study's own settings "
-        f"({out.resolve() / 'study.json'}) or a new --out"]
+    with pytest.raises(UserError, match=re.escape(message)) as e:
+        run_search(["gin/flowrl_cheetah_run.gin"], [], "0", ["Trainer.batch_size = 16"], out, 2, text)
+    assert "fix:" in str(e.value) and "\n" not in str(e.value)
+    assert not out.exists()
+
+
+def test_a_study_continues_only_under_its_own_space(tmp_path):
+    from flowrl.sweep.search import run_search
+
+    out = tmp_path / "study"
+    run_search(["gin/flowrl_cheetah_run.gin"], [], "0", [], out, 2, "{'MLPVelocity.hidden': choice(16, 32)}",
+               dry_run=True)
+    with pytest.raises(UserError) as e:
+        run_search(["gin/flowrl_cheetah_run.gin"], [], "0", [], out, 2, "{'MLPVelocity.hidden': choice(16, 64)}",
+                   dry_run=True)
+    assert str(e.value) == (
+        f"the study in {out.resolve()} was started with other settings ('MLPVelocity.hidden' differs, and it sets "
+        f"the shape of what the trials' checkpoints hold): its trials and their checkpoints cannot continue under "
+        f"these; fix: the study's own settings ({out.resolve() / 'study.json'}) or a new --out")
+    run_search(["gin/flowrl_cheetah_run.gin"], [], "0", [], out, 4, "{'MLPVelocity.hidden': choice(16, 32)}",
+               sampler="random", pruner="asha", dry_run=True)  # more trials, another sampler and pruner: fine
