@@ -51,10 +51,16 @@ def study_numbers(out: Path) -> dict:
         why = "fewer than two trials ran to their end"
     best = study.best_trial if complete else None
     used = sum(t["steps"] for t in ended)
+    timed = [t for t in ended if t["seconds"]]
+    full = [t["seconds"] for t in timed if t["state"] == "complete"]
+    # A pruned trial run to the end would have taken its own time plus its missing share of a full trial's mean time.
+    missing = sum(sum(full) / len(full) * (total - t["steps"]) / total for t in timed if full)
+    seconds = {"used": sum(t["seconds"] for t in timed), "grid_estimate": sum(t["seconds"] for t in timed) + missing,
+               "trials": len(timed) if full else 0}
     return {"settings": info["settings"], "sampler": info.get("sampler"), "pruner": info.get("pruner"),
             "planned": info.get("trials"), "trials": trials, "importances": importances, "importance_note": why,
             "best": None if best is None else {"number": best.number, "value": best.value, "params": best.params},
-            "env_steps": {"used": used, "grid": len(ended) * total}}
+            "env_steps": {"used": used, "grid": len(ended) * total}, "seconds": seconds}
 
 
 def draw(numbers: dict, out: Path) -> dict[str, str]:
@@ -122,7 +128,13 @@ def render(numbers: dict, drawn: dict[str, str], out: Path) -> str:
     ]  # fmt: skip
     if used["grid"]:
         lines += [f"The ended trials ran {used['used']:,} env steps of the {used['grid']:,} that as many full trials "
-                  f"(a grid of the same size) take: pruning saved {1 - used['used'] / used['grid']:.0%}.", ""]
+                  f"(a grid of the same size) take: pruning saved {1 - used['used'] / used['grid']:.0%}."]
+        sec = numbers["seconds"]
+        if sec["trials"]:
+            lines[-1] += (f" In time: {sec['used'] / 60:.1f} trial-minutes against about {sec['grid_estimate'] / 60:.1f}"
+                          f" had every trial run to the end (a pruned trial's missing steps at the mean time a step took in the trials that ran to the end), "
+                          f"{1 - sec['used'] / sec['grid_estimate']:.0%} saved.")
+        lines.append("")
     names = list(s["space"])
     lines += [f"## Best trials (top {TOP} that ran to the end)", "",
               "| trial | objective | env steps | " + " | ".join(names) + " |",
