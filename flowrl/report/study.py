@@ -45,8 +45,8 @@ def study_numbers(out: Path) -> dict:
     if len(complete) >= 2 and study.best_trial.params:
         try:
             importances = dict(optuna.importance.get_param_importances(study))
-        except (RuntimeError, ValueError) as e:  # e.g. every complete trial at the same point
-            why = str(e).splitlines()[0]
+        except Exception as e:  # an estimate, not the report's point: say why there is none (e.g. one point tried)
+            why = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"
     else:
         why = "fewer than two trials ran to their end"
     best = study.best_trial if complete else None
