@@ -215,3 +215,26 @@ def test_a_study_continues_only_under_its_own_space(tmp_path):
         f"these; fix: the study's own settings ({out.resolve() / 'study.json'}) or a new --out")
     run_search(["gin/flowrl_cheetah_run.gin"], [], "0", [], out, 4, "{'MLPVelocity.hidden': choice(16, 32)}",
                sampler="random", pruner="asha", dry_run=True)  # more trials, another sampler and pruner: fine
+
+
+@pytest.mark.parametrize("name, warmup, stopped", [
+    ("median", 0, 100), ("median", 200, 200), ("asha", 0, 100), ("asha", 200, 200), ("none", 0, None)])
+def test_a_pruner_stops_the_worse_trial_at_its_first_rung_after_the_warmup(name, warmup, stopped):
+    # Evaluations every 100 env steps of 400; trial 0 scores 5 throughout and ends, trial 1 scores 1. Median with one
+    # finished trial: 1 < 5 at the first step it may prune. ASHA (reduction factor 3): its first rung is at the first
+    # evaluation (or the warm-up), where 1 is not in the top third of {5, 1}.
+    from flowrl.sweep.search import make_pruner
+
+    study = optuna.create_study(direction="maximize", pruner=make_pruner(optuna, name, 1, warmup, 100, 400))
+    for value in (5.0, 1.0):
+        trial, at = study.ask(), None
+        for step in (100, 200, 300, 400):
+            trial.report(value, step)
+            if step < 400 and trial.should_prune():
+                at = step
+                break
+        if at is None:
+            study.tell(trial, value)
+        else:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    assert at == stopped
