@@ -54,17 +54,21 @@ def evaluations(run_dir: Path) -> list[tuple[int, float]]:
     return sorted(rows.items())
 
 
-def objective_curve(evals: Sequence[tuple[int, float]], objective: str) -> list[tuple[int, float]]:
-    """(step, objective as it stood at that step): the eval return there (``final``) or the curve's average return
-    up to there (``auc``, the area under the curve over its span, as :attr:`flowrl.report.runs.Run.auc`)."""
+def objective_curve(evals: Sequence[tuple[int, float]], objective: str,
+                    total_steps: int) -> list[tuple[int, float]]:
+    """(step, objective as it stands at that step): the eval return there (``final``), or (``auc``) the area under
+    the curve so far over the span the whole run will have, from its first evaluation to ``total_steps``. That one
+    grows with the steps (DMC rewards are not negative) and ends at the curve's average return, the report's AUC
+    (:attr:`flowrl.report.runs.Run.auc`): Optuna's pruners judge a trial by its best value so far, which for an
+    average so far would be its first evaluation, made of an untrained policy."""
+    if objective == "final":
+        return list(evals)
     out, area = [], 0.0
+    span = max(total_steps - evals[0][0], 1) if evals else 1
     for i, (step, ret) in enumerate(evals):
-        if objective == "final":
-            out.append((step, ret))
-            continue
         if i:
             area += (ret + evals[i - 1][1]) / 2 * (step - evals[i - 1][0])
-        out.append((step, area / (step - evals[0][0]) if i else ret))
+        out.append((step, area / span))
     return out
 
 
@@ -230,8 +234,8 @@ def run_search(base: Sequence[str], tasks: Sequence[str], seeds: str, bindings: 
     if dry_run:
         print("dry run: nothing started", file=sys.stderr)
         return 0
-    code = _drive(optuna, study, params, template, out, seed, n_trials, objective, threads, parallel, ray,
-                  ray_address, ray_cpus, gpus, max_retries, poll_every)
+    code = _drive(optuna, study, params, template, out, seed, n_trials, objective, prune_warmup, threads, parallel,
+                  ray, ray_address, ray_cpus, gpus, max_retries, poll_every)
     if code > 1:  # stopped by a signal: the same command continues
         return code
     print(summary(study, template.total_steps) + f"; report: python tools/report.py {out}", file=sys.stderr)
@@ -241,8 +245,8 @@ def run_search(base: Sequence[str], tasks: Sequence[str], seeds: str, bindings: 
     return code
 
 
-def _drive(optuna, study, params, template, out, seed, n_trials, objective, threads, parallel, ray, ray_address,
-           ray_cpus, gpus, max_retries, poll_every) -> int:
+def _drive(optuna, study, params, template, out, seed, n_trials, objective, prune_warmup, threads, parallel, ray,
+           ray_address, ray_cpus, gpus, max_retries, poll_every) -> int:
     from flowrl.sweep.pool import LocalPool, RayPool
 
     states = optuna.trial.TrialState
@@ -268,8 +272,10 @@ def _drive(optuna, study, params, template, out, seed, n_trials, objective, thre
             pool.submit(plan)
 
     def report(entry: _Live) -> None:
-        curve = objective_curve(evaluations(Path(entry.plan.run_dir)), objective)
-        new = [(s, v) for s, v in curve if s not in entry.reported]
+        curve = objective_curve(evaluations(Path(entry.plan.run_dir)), objective, template.total_steps)
+        # Before the warm-up nothing is reported: the pruners judge a trial by its best value so far, and an early
+        # evaluation (the same untrained policy in every trial) would shield them all.
+        new = [(s, v) for s, v in curve if s not in entry.reported and s >= prune_warmup]
         for step, value in new:
             entry.trial.report(value, step)
             entry.reported.add(step)
@@ -322,7 +328,7 @@ def _drive(optuna, study, params, template, out, seed, n_trials, objective, thre
 
 
 def _value(plan: Trial, objective: str) -> float:
-    curve = objective_curve(evaluations(Path(plan.run_dir)), objective)
+    curve = objective_curve(evaluations(Path(plan.run_dir)), objective, plan.total_steps)
     if not curve:
         raise UserError(f"trial {plan.id} ended without an evaluation; fix: check {plan.run_dir}/sweep.log")
     return curve[-1][1]
@@ -380,11 +386,11 @@ def confirmed(study, out: Path, objective: str) -> dict[str, Any]:
     """The searched value of the best trial and the mean objective of the confirmation runs, per variant."""
     best = study.best_trial
     variant = f"best-t{best.number:04d}"
-    root = out / "confirm"
+    root, total = out / "confirm", json.loads((out / STUDY_FILE).read_text())["settings"]["total_steps"]
     scores: dict[str, list[float]] = {}
     for name in ("base", variant):
         for run_dir in sorted(root.glob(f"*/{name}/s*")):
-            curve = objective_curve(evaluations(run_dir), objective)
+            curve = objective_curve(evaluations(run_dir), objective, total)
             if curve:
                 scores.setdefault(name, []).append(curve[-1][1])
     return {"variant": variant, "searched": best.value, "scores": scores}

@@ -238,3 +238,13 @@ def test_a_pruner_stops_the_worse_trial_at_its_first_rung_after_the_warmup(name,
         else:
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
     assert at == stopped
+
+
+def test_the_auc_so_far_grows_to_the_reports_auc():
+    # Evaluations 40, 30, 50, 20 at 1k..4k env steps: trapezoids of 35k, 40k and 35k return-steps over the 3k-step span.
+    from flowrl.sweep.search import objective_curve
+
+    evals = [(1000, 40.0), (2000, 30.0), (3000, 50.0), (4000, 20.0)]
+    assert objective_curve(evals, "final", 4000) == evals
+    assert objective_curve(evals, "auc", 4000) == pytest.approx([(1000, 0.0), (2000, 35 / 3), (3000, 25.0),
+                                                                 (4000, 110 / 3)])
