@@ -53,7 +53,7 @@ def build_parser() -> OneLineParser:
     s.add_argument("--prune-startup", type=int, default=2, metavar="K",
                    help="median: trials that must end before any is pruned (default 2)")
     s.add_argument("--prune-warmup", type=int, default=0, metavar="STEPS",
-                   help="prune no trial before this env step (default 0: from the first evaluation)")
+                   help="report no evaluation and prune no trial before this env step (default 0)")
     s.add_argument("--search-seed", type=int, default=0, help="the sampler's seed (default 0)")
     s.add_argument("--confirm", type=int, default=0, metavar="K",
                    help="then run the best configuration and the base on K fresh seeds (the winner's curse)")
