@@ -9,6 +9,7 @@ import json
 import time
 from pathlib import Path
 
+from flowrl.errors import UserError
 from flowrl.report import figures, markdown
 from flowrl.report.runs import load_runs
 from flowrl.report.write import compute
@@ -131,8 +132,9 @@ def render(numbers: dict, drawn: dict[str, str], out: Path) -> str:
                   f"(a grid of the same size) take: pruning saved {1 - used['used'] / used['grid']:.0%}."]
         sec = numbers["seconds"]
         if sec["trials"]:
-            lines[-1] += (f" In time: {sec['used'] / 60:.1f} trial-minutes against about {sec['grid_estimate'] / 60:.1f}"
-                          f" had every trial run to the end (a pruned trial's missing steps at the mean time a step took in the trials that ran to the end), "
+            lines[-1] += (f" In time: {sec['used'] / 60:.1f} trial-minutes against about "
+                          f"{sec['grid_estimate'] / 60:.1f} had every trial run to the end (a pruned trial's missing "
+                          f"steps at the mean time a step took in the trials that ran to the end), "
                           f"{1 - sec['used'] / sec['grid_estimate']:.0%} saved.")
         lines.append("")
     names = list(s["space"])
@@ -146,7 +148,8 @@ def render(numbers: dict, drawn: dict[str, str], out: Path) -> str:
     pruned = [t for t in ended if t["state"] == "pruned"]
     if pruned:
         lines += ["", "Pruned (stopped early, with a checkpoint): " + ", ".join(
-            f"trial {t['number']} at env step {t['steps']:,} ({t['value']:.2f} there)" for t in pruned) + "."]
+            f"trial {t['number']} at env step {t['steps']:,} ({t['value']:.2f} at its last report)"
+            for t in pruned) + "."]
     lines += ["", "## Parameter importances", ""]
     if numbers["importances"]:
         lines += ["Optuna's default importance evaluator over the trials that ran to the end (shares sum to 1).", "",
@@ -195,8 +198,13 @@ def write_study_report(out: Path, reps: int = 2000, seed: int = 0) -> Path:
     text = render(numbers, drawn, out)
     report: dict = {"study": numbers}
     confirm = out / "confirm"
+    runs = []
     if confirm.is_dir() and any(confirm.rglob("metrics.jsonl")):
-        runs = load_runs([confirm])
+        try:
+            runs = load_runs([confirm])
+        except UserError:  # started, no evaluation yet: as if there were none
+            runs = []
+    if runs:
         result = compute(runs, None, reps, seed)
         usual = figures.draw(result, runs, out)
         result.pop("_scores")

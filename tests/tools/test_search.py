@@ -104,7 +104,7 @@ def test_a_study_prunes_on_ray_survives_a_killed_driver_and_reports(tmp_path):
     text = (out / "report.md").read_text()
     rows = re.findall(r"^\| (\d+) \| ([\d.]+) \| ([\d,]+) \| (\d+) \|$", text, re.M)
     assert {int(n): float(v) for n, v, _, _ in rows} == {n: round(v, 2) for n, v in finals.items()}
-    assert re.search(r"trial 1 at env step \d+ \(" + f"{pruned[100]:.2f}", text)
+    assert re.search(r"trial 1 at env step \d+ \(" + f"{pruned[100]:.2f} at its last report", text)
     numbers = json.loads((out / "report.json").read_text())["study"]
     assert [(t["number"], t["state"], t["value"]) for t in numbers["trials"]] == [
         (t.number, t.state.name.lower(), t.value) for t in study.trials]
