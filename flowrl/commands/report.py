@@ -32,7 +32,7 @@ def main() -> int:
     from flowrl.report.study import is_study, write_study_report
 
     if len(args.paths) == 1 and is_study(args.paths[0]) and args.at_step is None and args.base is None:
-        print(f"wrote {write_study_report(args.paths[0], reps=args.reps, seed=args.seed)}", file=sys.stderr)
+        print(f"wrote {write_study_report(args.paths[0], out, reps=args.reps, seed=args.seed)}", file=sys.stderr)
         return 0
     path = write_report(args.paths, out, base=args.base, reps=args.reps, seed=args.seed,
                         at_step=args.at_step)

@@ -191,13 +191,15 @@ def confirmation(numbers: dict, result: dict) -> list[str]:
     return lines + [text + f" ({key}; 95% bootstrap CIs over seeds)", ""]
 
 
-def write_study_report(out: Path, reps: int = 2000, seed: int = 0) -> Path:
-    out = Path(out)
-    numbers = study_numbers(out)
+def write_study_report(folder: Path, out: Path | None = None, reps: int = 2000, seed: int = 0) -> Path:
+    """Write the report on the study in ``folder`` into ``out`` (default: the study folder); returns report.md."""
+    folder, out = Path(folder), Path(out or folder)
+    out.mkdir(parents=True, exist_ok=True)
+    numbers = study_numbers(folder)
     drawn = draw(numbers, out)
-    text = render(numbers, drawn, out)
+    text = render(numbers, drawn, folder)
     report: dict = {"study": numbers}
-    confirm = out / "confirm"
+    confirm = folder / "confirm"
     runs = []
     if confirm.is_dir() and any(confirm.rglob("metrics.jsonl")):
         try:
