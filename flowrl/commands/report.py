@@ -4,7 +4,8 @@ Runs are grouped by task and variant (the overlays and bindings that set them ap
 variant: mean and 95% bootstrap CI of the final return and of the area under the curve, and learning curves with CI
 bands. Across tasks: normalised scores (DMC return / 1000, HumanoidBench return / the task's success target)
 aggregated with rliable (IQM, mean, optimality gap), performance profiles, and the probability that each variant
-improves on the base. Every number is also in ``report.json``.
+improves on the base. Every number is also in ``report.json``. On a study folder (``tools/sweep.py --search``): the
+best trials, parameter importances and optimisation history, then its confirmation runs as above (docs/search.md).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ def main() -> int:
                    help="folders, or a sweep's storage URI/<sweep> (tools/sweep.py --storage), read from there")
     p.add_argument("--download", type=Path, metavar="DIR",
                    help="a storage URI's runs are copied here (without checkpoints) and kept; default: a temporary "
-                        "folder, removed after"),
+                        "folder, removed after")
     p.add_argument("--out", type=Path, help="where report.md goes (default: the one folder given, else ./report)")
     p.add_argument("--base", help="the variant the others are compared with (default: 'base')")
     p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (default 2000)")
@@ -31,11 +32,15 @@ def main() -> int:
                    help="judge every run by its evaluations up to env step N (runs of unequal length, a live sweep)")
     args = p.parse_args()
     from flowrl.report import write_report
+    from flowrl.report.study import is_study, write_study_report
 
     with tempfile.TemporaryDirectory(prefix="flowrl-report-") as scratch:
         paths = _local(args.paths, args.download or Path(scratch))
         out = args.out or (paths[0] if len(paths) == 1 and (args.download or "://" not in args.paths[0])
                            else Path("report"))
+        if len(paths) == 1 and is_study(paths[0]) and args.at_step is None and args.base is None:
+            print(f"wrote {write_study_report(paths[0], out, reps=args.reps, seed=args.seed)}", file=sys.stderr)
+            return 0
         path = write_report(paths, out, base=args.base, reps=args.reps, seed=args.seed, at_step=args.at_step)
     print(f"wrote {path}", file=sys.stderr)
     return 0

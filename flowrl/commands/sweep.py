@@ -4,8 +4,9 @@ Trials are tasks x variants x seeds; the unmodified base is always a variant, ea
 it to cross factors), ``--bind`` applies to every trial. The plan (``DIR/sweep.json``) is written before anything
 runs; each trial is an ordinary ``tools/run.py`` folder ``DIR/<task>/<variant>/s<seed>``. Run here (default: as many
 one-thread trials at once as there are cores), on a local Ray instance (``--ray``) or a cluster (``--ray-address``).
-The same command run again skips finished trials and resumes interrupted ones. Exit status: 0 all finished, 1 some
-trial failed, 2 bad input, 130 Ctrl-C (SIGINT), 143 SIGTERM (trials checkpoint; none is retried).
+The same command run again skips finished trials and resumes interrupted ones. ``--search N --space SPACE`` runs an
+Optuna study of N trials instead of a grid, pruning losing trials early (docs/search.md). Exit status: 0 all
+finished, 1 some trial failed, 2 bad input, 130 Ctrl-C (SIGINT), 143 SIGTERM (trials checkpoint; none is retried).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from flowrl.cli import OneLineParser, positive_int, prog, run_main
 from flowrl.sweep import run_sweep
+from flowrl.sweep.search import OBJECTIVES, PRUNERS, SAMPLERS
 
 
 def build_parser() -> OneLineParser:
@@ -42,6 +44,24 @@ def build_parser() -> OneLineParser:
     p.add_argument("--shard", metavar="K/N", help="run only the K-th of N disjoint shares of the trials (0 <= K < N), "
                    "e.g. one per job of a SLURM array: --shard $SLURM_ARRAY_TASK_ID/4 with --array=0-3")
     p.add_argument("--dry-run", action="store_true", help="check the grid and write sweep.json; run nothing")
+    s = p.add_argument_group("search (an Optuna study instead of a grid; docs/search.md)")
+    s.add_argument("--search", type=int, metavar="N", help="run a study of N trials over --space")
+    s.add_argument("--space", metavar="SPACE", help="a dict of distributions over gin bindings and overlays, inline "
+                   "or a file: \"{'FlowRLAgent.expectile': uniform(0.7, 0.95), 'W2Regularizer.lam': "
+                   "log_uniform(1e-3, 1), 'overlay': choice(None, 'gin/ablations/reg_kl.gin')}\"")
+    s.add_argument("--objective", choices=OBJECTIVES, default="final",
+                   help="what a trial scores: the final eval return or the area under the eval curve (default final)")
+    s.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="Optuna sampler (default tpe)")
+    s.add_argument("--pruner", choices=PRUNERS, default="median",
+                   help="stops losing trials early: median, asha (successive halving), hyperband, none "
+                   "(default median)")
+    s.add_argument("--prune-startup", type=int, default=2, metavar="K",
+                   help="median: trials that must end before any is pruned (default 2)")
+    s.add_argument("--prune-warmup", type=int, default=0, metavar="STEPS",
+                   help="report no evaluation and prune no trial before this env step (default 0)")
+    s.add_argument("--search-seed", type=int, default=0, help="the sampler's seed (default 0)")
+    s.add_argument("--confirm", type=int, default=0, metavar="K",
+                   help="then run the best configuration and the base on K fresh seeds (the winner's curse)")
     p.add_argument("--wandb", action="store_true", help="log every trial to Weights & Biases, grouped: group = the "
                    "sweep folder's name, job type = the variant, tags = task and seed")
     return p
@@ -50,11 +70,34 @@ def build_parser() -> OneLineParser:
 def main() -> int:
     args = build_parser().parse_args()
     binds = [*args.bind, *(["Trainer.wandb = True"] if args.wandb else [])]
+    if args.search is not None or args.space is not None:
+        return _search(args, binds)
     return run_sweep(args.gin, args.vary, args.tasks, args.seeds, binds, args.out, threads=args.threads,
                      parallel=args.parallel, ray=args.ray, ray_address=args.ray_address, ray_cpus=args.ray_cpus,
                      gpus=args.gpus, max_retries=args.max_retries, dry_run=args.dry_run,
                      command=[sys.executable, *sys.argv], shard_spec=args.shard, storage=args.storage,
                      ship_deps=args.ship_deps)
+
+
+def _search(args, binds: list[str]) -> int:
+    from flowrl.errors import UserError
+    from flowrl.sweep.search import run_search
+
+    if args.search is None or args.space is None:
+        raise UserError("a study needs both --search N and --space SPACE; fix: add the missing one (docs/search.md)")
+    if args.storage or args.ship_deps:
+        raise UserError(f"--{'storage' if args.storage else 'ship-deps'} is for grids so far; fix: drop it and give the "
+                        f"study an --out that the driver's machine keeps (docs/search.md)")
+    if args.vary or args.shard:
+        raise UserError(f"--{'vary' if args.vary else 'shard'} is for grids; fix: drop it (a study's overlays are "
+                        f"choices in --space: 'overlay': choice(None, 'gin/ablations/reg_kl.gin'))")
+    return run_search(args.gin, args.tasks, args.seeds, binds, args.out, args.search, args.space,
+                      objective=args.objective, sampler=args.sampler, pruner=args.pruner,
+                      prune_startup=args.prune_startup, prune_warmup=args.prune_warmup,
+                      search_seed=args.search_seed, confirm=args.confirm,
+                      threads=args.threads, parallel=args.parallel, ray=args.ray, ray_address=args.ray_address,
+                      ray_cpus=args.ray_cpus, gpus=args.gpus, max_retries=args.max_retries, dry_run=args.dry_run,
+                      command=[sys.executable, *sys.argv])
 
 
 def cli() -> None:

@@ -17,9 +17,9 @@ from flowrl.sweep.plan import Trial
 from flowrl.sweep.trial import Progress as TrialProgress, progress
 
 # States: queued (not started, or waiting for a retry), running, done, failed, skipped (finished before this
-# sweep), stopped (by Ctrl-C, after a checkpoint).
+# sweep), stopped (by Ctrl-C, after a checkpoint), pruned (a study's pruner stopped it, after a checkpoint).
 _STYLE = {"queued": "dim", "running": "cyan", "done": "green", "failed": "bold red", "skipped": "green dim",
-          "stopped": "yellow"}
+          "stopped": "yellow", "pruned": "magenta"}
 
 
 class SweepMonitor:
@@ -46,6 +46,12 @@ class SweepMonitor:
             console=self.console, speed_estimate_period=120, refresh_per_second=1, disable=not self.live,
         )  # fmt: skip
         self.rows = {t.id: self.bar.add_task(t.id, total=t.total_steps, state="queued", eval="-") for t in self.trials}
+
+    def add(self, trial: Trial) -> None:
+        """Watch one more trial (a study asks for its trials as it goes)."""
+        self.trials.append(trial)
+        self.state[trial.id] = "queued"
+        self.rows[trial.id] = self.bar.add_task(trial.id, total=trial.total_steps, state="queued", eval="-")
 
     def __enter__(self) -> "SweepMonitor":
         self.bar.start()
