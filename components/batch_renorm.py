@@ -71,7 +71,7 @@ class BatchRenorm(nn.Module):
         mean, var = self._view(self.running_mean, ndim), self._view(self.running_var, ndim)
         if self.training:
             dims = tuple(range(0 if self.num_members is None else 1, ndim - 1))
-            xf = x.float()
+            xf = x if x.dtype == torch.float64 else x.float()  # statistics in float32 at least (bf16 autocast)
             batch_mean = xf.mean(dims, keepdim=True)
             # Flax's fast variance, E[x^2] - E[x]^2 floored at 0, as the reference computes it.
             batch_var = (xf.square().mean(dims, keepdim=True) - batch_mean.square()).clamp_min(0.0)

@@ -87,27 +87,27 @@ class FedNormal:
     can match; clipped draws keep the actions away from it. The reference evaluates its density at whatever it draws.
     """
 
-    def __init__(self, jnp, seed: int, clip: float):
-        self.jnp, self.rng, self.clip, self.draws = jnp, np.random.default_rng(seed), clip, []
+    def __init__(self, jnp, seed: int, clip: float, dtype):
+        self.jnp, self.rng, self.clip, self.dtype, self.draws = jnp, np.random.default_rng(seed), clip, dtype, []
 
     def __call__(self, key, shape=(), dtype=None):
-        draw = np.clip(self.rng.standard_normal(tuple(shape)), -self.clip, self.clip).astype(np.float32)
+        draw = np.clip(self.rng.standard_normal(tuple(shape)), -self.clip, self.clip).astype(self.dtype)
         self.draws.append(draw)
         return self.jnp.asarray(draw)
 
 
-def make_batches(num: int, batch: int, obs_dim: int, act_dim: int, seed: int) -> list[dict]:
+def make_batches(num: int, batch: int, obs_dim: int, act_dim: int, seed: int, dtype) -> list[dict]:
     """Rows 0-3 of each batch: terminated, truncated, truncated, ordinary; the rest random. Rewards ~ N(0, 3^2)."""
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(num):
-        terminated = (rng.random(batch) < 0.15).astype(np.float32)
-        truncated = ((rng.random(batch) < 0.15) & (terminated == 0)).astype(np.float32)
+        terminated = (rng.random(batch) < 0.15).astype(dtype)
+        truncated = ((rng.random(batch) < 0.15) & (terminated == 0)).astype(dtype)
         terminated[:4], truncated[:4] = [1, 0, 0, 0], [0, 1, 1, 0]
-        out.append({"obs": rng.standard_normal((batch, obs_dim)).astype(np.float32),
-                    "action": np.tanh(1.5 * rng.standard_normal((batch, act_dim))).astype(np.float32),
-                    "reward": (3.0 * rng.standard_normal(batch)).astype(np.float32),
-                    "next_obs": rng.standard_normal((batch, obs_dim)).astype(np.float32),
+        out.append({"obs": rng.standard_normal((batch, obs_dim)).astype(dtype),
+                    "action": np.tanh(1.5 * rng.standard_normal((batch, act_dim))).astype(dtype),
+                    "reward": (3.0 * rng.standard_normal(batch)).astype(dtype),
+                    "next_obs": rng.standard_normal((batch, obs_dim)).astype(dtype),
                     "terminated": terminated, "truncated": truncated})
     return out
 
@@ -141,15 +141,19 @@ def run_variant(variant: str, ref: Path, args) -> dict[str, np.ndarray]:
     key = jax.random.PRNGKey(args.seed)
     key, actor_key, qf_key, alpha_key = jax.random.split(key, 4)
     dummy_obs, dummy_action = jnp.zeros((1, obs_dim)), jnp.zeros((1, act_dim))
-    actor_vars = actor.init(actor_key, dummy_obs, key=jax.random.PRNGKey(0), training=True)
-    qf_vars = qf.init(qf_key, dummy_obs, dummy_action, training=True)
+    dtype = np.float64 if args.float64 else np.float32
+    # float64: every parameter and statistic cast after the reference's init (its BatchRenorm makes float32 ones)
+    cast = lambda tree: jax.tree_util.tree_map(  # noqa: E731
+        lambda v: v.astype(dtype) if jnp.issubdtype(jnp.result_type(v), jnp.floating) else v, tree)
+    actor_vars = cast(actor.init(actor_key, dummy_obs, key=jax.random.PRNGKey(0), training=True))
+    qf_vars = cast(qf.init(qf_key, dummy_obs, dummy_action, training=True))
     actor_state = TrainState.create(apply_fn=actor.apply, params=actor_vars["params"], target_params=actor_vars["params"],
                                     batch_stats=actor_vars["batch_stats"], target_batch_stats=actor_vars["batch_stats"],
                                     tx=optax.adam(learning_rate=run_args.policy_lr, b1=0.5))
     qf_state = TrainState.create(apply_fn=qf.apply, params=qf_vars["params"], target_params=qf_vars["params"],
                                  batch_stats=qf_vars["batch_stats"], target_batch_stats=qf_vars["batch_stats"],
                                  tx=optax.adam(learning_rate=run_args.q_lr, b1=0.5))
-    alpha_params = entropy_coef.init(alpha_key)["params"]
+    alpha_params = cast(entropy_coef.init(alpha_key)["params"])
     alpha_state = TrainState.create(apply_fn=entropy_coef.apply, params=alpha_params, target_params=alpha_params,
                                     batch_stats={}, target_batch_stats={}, tx=optax.adam(learning_rate=run_args.q_lr,
                                                                                          b1=0.5))
@@ -163,10 +167,10 @@ def run_variant(variant: str, ref: Path, args) -> dict[str, np.ndarray]:
                 **flat(f"{prefix}/alpha/params", alpha_state.params)}
 
     out = snapshot(f"{variant}/init")
-    fed = FedNormal(jnp, args.seed + 10, args.draw_clip)
+    fed = FedNormal(jnp, args.seed + 10, args.draw_clip, dtype)
     real_normal = jax.random.normal
     n_updates = 0
-    for k, batch in enumerate(make_batches(args.updates, n, obs_dim, act_dim, args.seed + 1), start=1):
+    for k, batch in enumerate(make_batches(args.updates, n, obs_dim, act_dim, args.seed + 1, dtype), start=1):
         p = f"{variant}/u{k}"
         out.update({f"{p}/batch/{name}": v for name, v in batch.items()})
         start = len(fed.draws)
@@ -205,6 +209,8 @@ def main(argv=None) -> None:
     p.add_argument("--updates", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--draw-clip", type=float, default=1.5)
+    p.add_argument("--float64", action=argparse.BooleanOptionalAction, default=True,
+                   help="run in float64 (default): see the module docstring")
     args = p.parse_args(argv)
     if not all((args.ref / "from_scratch_code" / f).is_file() for f in FILES.values()):
         sys.exit(f"error: '{args.ref}' holds no from_scratch_code/SAC_flow_gru_jax.py; fix: --ref a checkout of "
@@ -212,12 +218,13 @@ def main(argv=None) -> None:
     import jax
 
     jax.config.update("jax_platforms", "cpu")
+    jax.config.update("jax_enable_x64", args.float64)
     out = {}
     with jax.disable_jit():
         for variant in FILES:
             out.update(run_variant(variant, args.ref, args))
     commit = subprocess.run(["git", "-C", str(args.ref), "rev-parse", "HEAD"], capture_output=True, text=True)
-    meta = dict(obs_dim=args.obs, act_dim=args.act, batch=args.batch, hidden=args.hidden, draw_clip=args.draw_clip,
+    meta = dict(obs_dim=args.obs, act_dim=args.act, batch=args.batch, hidden=args.hidden, draw_clip=args.draw_clip, float64=args.float64,
                 critic_hidden=args.critic_hidden, warmup=args.warmup, updates=args.updates, seed=args.seed)
     out.update({f"meta/{k}": np.asarray(v) for k, v in meta.items()})
     out["meta/reference_commit"] = np.asarray(commit.stdout.strip() or "unknown")
