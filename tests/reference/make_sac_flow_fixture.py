@@ -147,7 +147,8 @@ def run_variant(variant: str, ref: Path, args) -> dict[str, np.ndarray]:
         lambda v: v.astype(dtype) if jnp.issubdtype(jnp.result_type(v), jnp.floating) else v, tree)
     actor_vars = cast(actor.init(actor_key, dummy_obs, key=jax.random.PRNGKey(0), training=True))
     qf_vars = cast(qf.init(qf_key, dummy_obs, dummy_action, training=True))
-    actor_state = TrainState.create(apply_fn=actor.apply, params=actor_vars["params"], target_params=actor_vars["params"],
+    actor_state = TrainState.create(apply_fn=actor.apply, params=actor_vars["params"],
+                                    target_params=actor_vars["params"],
                                     batch_stats=actor_vars["batch_stats"], target_batch_stats=actor_vars["batch_stats"],
                                     tx=optax.adam(learning_rate=run_args.policy_lr, b1=0.5))
     qf_state = TrainState.create(apply_fn=qf.apply, params=qf_vars["params"], target_params=qf_vars["params"],
@@ -163,7 +164,8 @@ def run_variant(variant: str, ref: Path, args) -> dict[str, np.ndarray]:
     def snapshot(prefix: str) -> dict[str, np.ndarray]:
         return {**flat(f"{prefix}/actor/params", actor_state.params),
                 **flat(f"{prefix}/actor/batch_stats", actor_state.batch_stats),
-                **flat(f"{prefix}/qf/params", qf_state.params), **flat(f"{prefix}/qf/batch_stats", qf_state.batch_stats),
+                **flat(f"{prefix}/qf/params", qf_state.params),
+                **flat(f"{prefix}/qf/batch_stats", qf_state.batch_stats),
                 **flat(f"{prefix}/alpha/params", alpha_state.params)}
 
     out = snapshot(f"{variant}/init")
@@ -198,7 +200,8 @@ def run_variant(variant: str, ref: Path, args) -> dict[str, np.ndarray]:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--ref", type=Path, required=True, help="a checkout of Elessar123/SAC-FLOW (holds from_scratch_code/)")
+    p.add_argument("--ref", type=Path, required=True,
+                   help="a checkout of Elessar123/SAC-FLOW (holds from_scratch_code/)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--obs", type=int, default=5)
     p.add_argument("--act", type=int, default=3)
@@ -224,7 +227,8 @@ def main(argv=None) -> None:
         for variant in FILES:
             out.update(run_variant(variant, args.ref, args))
     commit = subprocess.run(["git", "-C", str(args.ref), "rev-parse", "HEAD"], capture_output=True, text=True)
-    meta = dict(obs_dim=args.obs, act_dim=args.act, batch=args.batch, hidden=args.hidden, draw_clip=args.draw_clip, float64=args.float64,
+    meta = dict(obs_dim=args.obs, act_dim=args.act, batch=args.batch, hidden=args.hidden, draw_clip=args.draw_clip,
+                float64=args.float64,
                 critic_hidden=args.critic_hidden, warmup=args.warmup, updates=args.updates, seed=args.seed)
     out.update({f"meta/{k}": np.asarray(v) for k, v in meta.items()})
     out["meta/reference_commit"] = np.asarray(commit.stdout.strip() or "unknown")
