@@ -224,3 +224,37 @@ def test_bandit_policy_moves_to_the_best_action():
     s = torch.linspace(-1, 1, 64)[:, None]
     error = (torch.as_tensor(agent.act(s.numpy(), deterministic=True)) - 0.6 * s).square().mean().item()
     assert error < 0.04
+
+
+def test_defaults_without_a_config_are_the_reference_s():
+    """SAC_flow_gru_jax.py: q_lr 1e-3, policy_lr 3e-4, Adam b1 0.5, policy_delay 3, gamma 0.99, alpha 0.2, target
+    entropy 0, 2 critics of 2 x 1024 with BatchRenorm (momentum 0.99, eps 1e-3, r_max 3, d_max 5, warm-up 100,000),
+    4 flow steps, GRU width 512, time embedding 32, log-std net 2 x 512 onto [-5, 2]; Transformer d_model 96, 4 heads,
+    2 layers."""
+    agent = SACFlowAgent(3, 2)
+    lrs = {k: o.param_groups[0]["lr"] for k, o in agent.optimizers().items()}
+    assert lrs == {"critic": 1e-3, "policy": 3e-4, "temperature": 1e-3}
+    assert agent.policy_delay == 3 and agent.discount == 0.99 and agent.aggregate(torch.tensor([[[1.0]], [[0.0]]])) == 0
+    assert agent.temperature.alpha.item() == pytest.approx(0.2) and agent.temperature.target_entropy == 0.0
+    critic = agent.critic.body
+    assert critic.num_members == 2 and [m.weight.shape[-1] for m in critic.net if hasattr(m, "weight")
+                                        and m.weight.dim() == 3] == [1024, 1024, 1]
+    norm = critic.net[0]
+    assert (norm.momentum, norm.eps, norm.r_max, norm.d_max, norm.warmup_steps) == (0.99, 1e-3, 3.0, 5.0, 100_000)
+    policy = agent.policy
+    assert policy.num_steps == 4 and policy.scale_in_log_prob and isinstance(policy.velocity, GRUVelocity)
+    assert policy.velocity.gate[0].out_features == 512 and policy.velocity.time[1].in_features == 32
+    assert [m.out_features for m in policy.log_std.net if isinstance(m, nn.Linear)] == [512, 512, 2]
+    assert (policy.log_std.log_std_min, policy.log_std.log_std_max) == (-5.0, 2.0)
+    t = TransformerVelocity(3, 2)
+    assert t.action_proj.out_features == 96 and len(t.layers) == 2 and t.layers[0].self_attn.num_heads == 4
+    assert len(t.x_norms) == t.num_steps == 4 and (t.log_std_min, t.log_std_max) == (-5.0, 2.0)
+
+
+def test_sample_is_the_action_of_sample_with_log_prob():
+    policy = real_agent().policy
+    obs = torch.randn(4, 5)
+    torch.manual_seed(0)
+    a = policy.sample(obs)
+    torch.manual_seed(0)
+    torch.testing.assert_close(a, policy.sample_with_log_prob(obs)[0])
