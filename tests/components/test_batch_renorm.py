@@ -106,3 +106,12 @@ def test_the_crossq_body_in_qensemble():
     w = wide.net[1].weight
     assert w.std().item() == pytest.approx(1 / 20, rel=0.05) and w.abs().max().item() <= 2 / 20 / 0.8796 + 1e-6
     assert all(bool((m.bias == 0).all()) for m in body if type(m).__name__ == "EnsembleLinear")
+
+
+def test_the_critic_body_defaults_are_crossq_s_and_the_init_reads_fan_in():
+    body = EnsembleBatchRenormMLP(2, 100)
+    linears = [m for m in body.net if type(m).__name__ == "EnsembleLinear"]
+    assert [tuple(m.weight.shape) for m in linears] == [(2, 100, 1024), (2, 1024, 1024), (2, 1024, 1)]
+    assert [type(m).__name__ for m in body.net[:3]] == ["BatchRenorm", "EnsembleLinear", "ReLU"]
+    # lecun_normal on fan-in 100 (not fan-out 1024): std 1/10
+    assert linears[0].weight.std().item() == pytest.approx(0.1, rel=0.05)
