@@ -1,10 +1,12 @@
 """flowrl's building blocks: velocity networks, ODE integrators, flow, diffusion, Gaussian and deterministic policies,
-best-of-N action selection, an entropy temperature, regularizers, critics, buffers.
+best-of-N action selection, an entropy temperature, regularizers, critics, buffers; noisy flows with a density,
+GRU and Transformer velocity networks and BatchRenorm (SAC Flow's parts).
 
 Depends on torch, einops and gin only, never on ``flowrl``: import any piece into your own agent.
 Every class and function is registered with gin and works as plain Python without a config.
 """
 
+from components.batch_renorm import BatchRenorm, EnsembleBatchRenormMLP
 from components.bounds import ActionBounds
 from components.buffers import Batch, ReplayBuffer
 from components.critics import (
@@ -30,6 +32,7 @@ from components.diffusion import (
 from components.ensemble import EnsembleFeedForward, EnsembleLayerNorm, EnsembleLinear, EnsembleMLP
 from components.flow_matching import flow_matching_loss
 from components.gaussian_policy import GaussianPolicy
+from components.noisy_flow import NoisyFlowPolicy, StateLogStd, noisy_euler
 from components.integrators import ODESolver, euler_step, heun_step, integrate, midpoint_step, rk4_step
 from components.policy import FlowPolicy
 from components.regularizers import (
@@ -41,7 +44,8 @@ from components.regularizers import (
 )
 from components.samplers import RecentMixSampler, UniformSampler
 from components.selectors import BestOfN, Candidates, best_of_n, q_advantage_weights
-from components.temperature import Temperature
+from components.sequence_velocity import GRUVelocity, TransformerVelocity
+from components.temperature import AlphaTemperature, Temperature
 from components.velocity import MLPVelocity, ResidualVelocity, SinusoidalTimeEmbedding
 
 __all__ = [name for name in dir() if not name.startswith("_")]

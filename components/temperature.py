@@ -54,3 +54,17 @@ class Temperature(nn.Module):
         log_prob = log_prob.detach().float()
         loss = -(self.log_alpha * (log_prob + self.target_entropy)).mean()
         return loss, {"loss": loss.detach(), "alpha": self.alpha, "entropy": -log_prob.mean()}
+
+
+@gin.configurable
+class AlphaTemperature(Temperature):
+    """:class:`Temperature` with the loss linear in alpha: ``alpha * (-mean(log_prob) - target_entropy)``.
+
+    The form of CrossQ's and SAC Flow's JAX code (Elessar123/SAC-FLOW, ``SAC_flow_gru_jax.py`` lines 646-649): the
+    gradient in ``log_alpha`` is ``Temperature``'s times alpha, so Adam's steps differ from it once alpha moves.
+    """
+
+    def loss(self, log_prob: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        log_prob = log_prob.detach().float()
+        loss = self() * (-log_prob.mean() - self.target_entropy)
+        return loss, {"loss": loss.detach(), "alpha": self.alpha, "entropy": -log_prob.mean()}

@@ -24,10 +24,11 @@ def prefixed(prefix: str, info: Info) -> Info:
     return {f"{prefix}/{k}": v for k, v in info.items()}
 
 
-def adam(params, lr: float, device: torch.device, eps: float = 1e-8) -> torch.optim.Adam:
+def adam(params, lr: float, device: torch.device, eps: float = 1e-8,
+         betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Adam:
     """Adam, fused (one kernel per parameter group) on CUDA and, since torch 2.4, on the CPU."""
     fast = {"fused": True} if device.type in ("cuda", "cpu") else {"foreach": True}
-    return torch.optim.Adam(params, lr=lr, eps=eps, **fast)
+    return torch.optim.Adam(params, lr=lr, eps=eps, betas=tuple(betas), **fast)
 
 
 def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, max_grad_norm: float | None = None) -> None:
