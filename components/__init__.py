@@ -1,5 +1,6 @@
 """flowrl's building blocks: velocity networks, ODE integrators, flow, diffusion, Gaussian and deterministic policies,
-best-of-N action selection, an entropy temperature, regularizers, critics, buffers.
+best-of-N action selection, an entropy temperature and a sample-based entropy estimate, regularizers, critics (also
+distributional), buffers.
 
 Depends on torch, einops and gin only, never on ``flowrl``: import any piece into your own agent.
 Every class and function is registered with gin and works as plain Python without a config.
@@ -19,6 +20,7 @@ from components.critics import (
     polyak_update,
 )
 from components.deterministic_policy import DeterministicPolicy
+from components.distributional import DistributionalCriticLoss, DistributionalQEnsemble, min_mean_target
 from components.diffusion import (
     DiffusionPolicy,
     DiffusionSchedule,
@@ -29,8 +31,10 @@ from components.diffusion import (
 )
 from components.ensemble import EnsembleFeedForward, EnsembleLayerNorm, EnsembleLinear, EnsembleMLP
 from components.flow_matching import flow_matching_loss
+from components.gmm_entropy import GaussianMixtureEntropy, mixture_entropy_bound
 from components.gaussian_policy import GaussianPolicy
 from components.integrators import ODESolver, euler_step, heun_step, integrate, midpoint_step, rk4_step
+from components.noise_nets import DACERNoiseMLP, ScaledSinusoidalEmbedding
 from components.policy import FlowPolicy
 from components.regularizers import (
     BCRegularizer,
