@@ -47,6 +47,15 @@ class GaussianMixtureEntropy:
             raise ValueError(f"GaussianMixtureEntropy.num_components must be >= 1, got {num_components}")
         self.num_components, self.random_state = num_components, random_state
 
+    @staticmethod
+    def available() -> bool:
+        """Whether scikit-learn imports: an agent asks before a run, not at its first estimate."""
+        try:
+            import sklearn.mixture  # noqa: F401
+        except ImportError:
+            return False
+        return True
+
     @torch.compiler.disable  # scikit-learn on numpy arrays: nothing for a compiler to trace
     def __call__(self, actions: torch.Tensor) -> torch.Tensor:
         try:

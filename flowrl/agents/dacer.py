@@ -24,9 +24,10 @@ from components.buffers import Batch
 from components.critics import frozen, polyak_update
 from components.diffusion import DiffusionPolicy
 from components.distributional import DistributionalCriticLoss, DistributionalQEnsemble, min_mean_target
-from components.gmm_entropy import GaussianMixtureEntropy
+from components.gmm_entropy import INSTALL, GaussianMixtureEntropy
 from components.temperature import Temperature
 from flowrl.agents.base import ActorCritic, Info, adam, optimizer_step, prefixed
+from flowrl.errors import MissingDependencyError
 
 
 @gin.configurable
@@ -102,6 +103,8 @@ class DACERAgent(ActorCritic):
         target = -0.9 * act_dim if target_entropy is None else target_entropy
         self.temperature = Temperature(act_dim, target, initial_alpha).to(self.device)
         self.entropy_fn = GaussianMixtureEntropy() if entropy is None else entropy
+        if isinstance(self.entropy_fn, GaussianMixtureEntropy) and not self.entropy_fn.available():
+            raise MissingDependencyError(f"DACER's entropy estimate needs scikit-learn, not installed; fix: {INSTALL}")
         self.discount, self.reward_scale = discount, reward_scale
         self.target_tau, self.policy_delay, self.alpha_delay = target_tau, policy_delay, alpha_delay
         self.entropy_samples, self.noise_scale = entropy_samples, noise_scale

@@ -266,3 +266,34 @@ def test_contextual_bandit_policy_moves_to_the_best_action():
     with torch.no_grad():
         error = (agent.policy.sample(s) - best(s)).square().sum(-1).mean().item()
     assert error < 0.08
+
+
+def test_a_missing_scikit_learn_is_one_line_before_any_run(monkeypatch):
+    from flowrl.errors import MissingDependencyError
+
+    monkeypatch.setitem(__import__("sys").modules, "sklearn.mixture", None)
+    with pytest.raises(MissingDependencyError, match=r"needs scikit-learn, not installed; fix: pip install") as err:
+        DACERAgent(1, 1, policy=lambda o, a: LinearPolicy(),
+                   critic=lambda o, a: TwinGaussian((-1.0, -2.0), (0.0, 0.0), (0.0, 1.0)))
+    assert "fix: pip install 'flowrl-kit[dacer]'" in str(err.value).splitlines()[0]  # the line the runner prints
+    hand_agent()  # an estimate of one's own needs no scikit-learn
+
+
+@pytest.mark.parametrize("binding, message", [
+    ("DACERAgent.alpha_lr = 0.0", r"DACERAgent.alpha_lr = 0.0 is outside \(0.0, inf\); fix: .*= 0.03"),
+    ("DACERAgent.alpha_delay = 0", r"outside \[1, inf\)"),
+    ("DACERAgent.reward_scale = -0.2", r"outside \(0.0, inf\)"),
+    ("DACERAgent.noise_scale = -0.1", r"outside \[0.0, inf\)"),
+    ("DACERAgent.initial_alpha = 0.0", r"outside \(0.0, inf\)"),
+    ("GaussianMixtureEntropy.num_components = 0", r"outside \[1, inf\)"),
+    ("DACERAgent.entropy = 'gmm'", r"is a string where a component is expected"),
+])  # fmt: skip
+def test_out_of_range_settings_in_a_config_are_one_line(binding, message):
+    from flowrl.checks import check_config
+    from flowrl.config import REPO_ROOT, parse
+    from flowrl.errors import UserError
+
+    parse([str(REPO_ROOT / "gin/tasks/dmc/cheetah_run.gin"), str(REPO_ROOT / "gin/agents/dacer.gin")], [binding])
+    with pytest.raises(UserError, match=message) as err:
+        check_config()
+    assert "\n" not in str(err.value)
