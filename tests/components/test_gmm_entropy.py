@@ -11,7 +11,8 @@ import torch
 
 from components import GaussianMixtureEntropy, mixture_entropy_bound
 
-pytest.importorskip("sklearn", reason="the estimate fits scikit-learn's GaussianMixture: pip install 'flowrl-kit[dacer]'")
+pytest.importorskip("sklearn", reason="the estimate fits scikit-learn's GaussianMixture: pip install "
+                    "'flowrl-kit[dacer]'")
 
 LOG_2PI_E = 1.0 + math.log(2.0 * math.pi)
 
