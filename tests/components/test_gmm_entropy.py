@@ -59,3 +59,24 @@ def test_bad_settings_and_a_missing_library_are_one_clear_line(monkeypatch):
     monkeypatch.setitem(sys.modules, "sklearn.mixture", None)
     with pytest.raises(ImportError, match=r"needs scikit-learn; fix: pip install 'flowrl-kit\[dacer\]'"):
         GaussianMixtureEntropy()(torch.zeros(1, 10, 2))
+
+
+def test_a_user_loop_regulates_a_diffusion_policys_noise_by_its_entropy():
+    """DACER's entropy regulator from the parts alone: sample, estimate, one temperature step, the new noise."""
+    from components import DACERNoiseMLP, DiffusionPolicy, Temperature, vp_beta_schedule
+
+    torch.manual_seed(0)
+    policy = DiffusionPolicy(3, 2, noise_net=lambda o, a: DACERNoiseMLP(o, a, hidden=16, depth=1), num_steps=3,
+                             schedule=vp_beta_schedule)
+    temperature = Temperature(act_dim=2, target_entropy=-0.9 * 2, initial_alpha=3.0)
+    optimizer = torch.optim.Adam(temperature.parameters(), lr=0.03)
+    obs = torch.randn(4, 3)
+    with torch.no_grad():
+        samples = policy.sample(obs.repeat_interleave(30, 0), temperature.alpha * 0.15).reshape(4, 30, 2)
+    h = GaussianMixtureEntropy()(samples)
+    loss, _ = temperature.loss(-h.reshape(1, 1))  # the estimate in place of -log pi
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    assert h.item() > -1.8  # noisy actions in [-1, 1]^2: above the target, so alpha falls
+    assert temperature.alpha.item() == pytest.approx(3.0 * math.exp(-0.03), rel=1e-4)
