@@ -129,3 +129,18 @@ def test_a_user_loop_fits_a_gaussian_critic_to_noisy_returns():
         optimizer.step()
     mean, std = critic(obs[:1], act[:1])
     assert mean.item() == pytest.approx(2.0, abs=0.1) and std.item() == pytest.approx(0.5, abs=0.1)
+
+
+def test_defaults_are_the_references_critic():
+    """relax/network/blocks.py:61-74 under scripts/train_mujoco.py: 2 members, 3 x 256, Mish; DSAC-T's constants."""
+    from components.diffusion import Mish
+
+    critic = DistributionalQEnsemble(obs_dim=3, act_dim=2)
+    layers = [m for m in critic.body.net if isinstance(m, EnsembleLinear)]
+    assert critic.num_members == 2 and [tuple(m.weight.shape) for m in layers] == [
+        (2, 5, 256), (2, 256, 256), (2, 256, 256), (2, 256, 2)]
+    assert all(type(m) is Mish for m in critic.body.net if not isinstance(m, EnsembleLinear))
+    loss = DistributionalCriticLoss()
+    assert (loss.tau, loss.bound, loss.epsilon, loss.mean_std.tolist()) == (0.005, 3.0, 0.1, [-1.0, -1.0])
+    mean, std, z = torch.zeros(1, 1, 1), torch.ones(1, 1, 1), torch.full((1, 1, 1), 5.0)
+    assert min_mean_target(mean, std, z)[1].item() == 3.0  # z clipped at 3 by default

@@ -80,3 +80,9 @@ def test_a_user_loop_regulates_a_diffusion_policys_noise_by_its_entropy():
     optimizer.step()
     assert h.item() > -1.8  # noisy actions in [-1, 1]^2: above the target, so alpha falls
     assert temperature.alpha.item() == pytest.approx(3.0 * math.exp(-0.03), rel=1e-4)
+
+
+def test_defaults_are_the_references_fit():
+    """relax/algorithm/dacer.py:209-214: 3 components, random_state 42."""
+    entropy = GaussianMixtureEntropy()
+    assert (entropy.num_components, entropy.random_state) == (3, 42)

@@ -78,3 +78,17 @@ def test_the_chain_carries_the_gradient_to_the_noise_network():
     a.sum().backward()
     grads = [m.weight.grad for m in p.noise_net.modules() if isinstance(m, torch.nn.Linear)]
     assert all(g is not None and g.abs().sum() > 0 for g in grads)  # the time path too
+
+
+def test_defaults_are_the_references_policy_network():
+    """relax/network/blocks.py:165-181 under scripts/train_mujoco.py: 3 x 256, Mish, time 16 -> 32 -> 16."""
+    from components.diffusion import Mish
+
+    net = DACERNoiseMLP(obs_dim=5, act_dim=2)
+    linears = [m for m in net.net if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(5 + 2 + 16, 256), (256, 256), (256, 256), (256, 2)]
+    assert (net.time_mlp[1].in_features, net.time_mlp[1].out_features, net.time_mlp[3].out_features) == (16, 32, 16)
+    assert all(type(m) is Mish for m in [*net.net, *net.time_mlp] if not isinstance(m, (torch.nn.Linear,
+                                                                                       ScaledSinusoidalEmbedding)))
+    emb = ScaledSinusoidalEmbedding(4)
+    torch.testing.assert_close(emb.freqs, torch.tensor([1.0, 0.01]))  # theta 10000

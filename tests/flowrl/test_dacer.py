@@ -297,3 +297,18 @@ def test_out_of_range_settings_in_a_config_are_one_line(binding, message):
     with pytest.raises(UserError, match=message) as err:
         check_config()
     assert "\n" not in str(err.value)
+
+
+def test_defaults_follow_the_reference():
+    """relax/algorithm/dacer.py:35-42 and relax/network/dacer.py:42,81,88 (gin/agents/dacer.gin cites each)."""
+    agent = DACERAgent(1, 4, policy=lambda o, a: LinearPolicy(),
+                       critic=lambda o, a: TwinGaussian((-1.0, -2.0), (0.0, 0.0), (0.0, 1.0)), entropy=FixedEntropy(0.0))
+    assert (agent.discount, agent.reward_scale, agent.target_tau) == (0.99, 0.2, 0.005)
+    assert (agent.policy_delay, agent.alpha_delay, agent.entropy_samples, agent.noise_scale) == (2, 10_000, 200, 0.15)
+    assert agent.temperature.alpha.item() == pytest.approx(3.0) and agent.temperature.target_entropy == -0.9 * 4
+    for name, lr in (("critic", 1e-4), ("policy", 1e-4), ("alpha", 3e-2)):
+        group = agent.optimizers()[name].param_groups[0]
+        assert (group["lr"], group["eps"]) == (lr, 1e-8), name
+    loss = agent.critic_loss_fn
+    assert (loss.tau, loss.bound, loss.epsilon) == (0.005, 3.0, 0.1) and loss.mean_std.tolist() == [-1.0, -1.0]
+    assert agent.entropy.item() == 0.0 and agent.num_updates == 0
