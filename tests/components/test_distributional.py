@@ -46,11 +46,11 @@ def test_the_critic_starts_as_haiku_linear_layers():
 def test_min_mean_target_takes_the_smaller_mean_and_the_draw_of_that_member():
     mean = torch.tensor([[1.0, 5.0, 2.0], [3.0, 4.0, 2.0]])[:, :, None]  # row 2 is a tie
     std = torch.tensor([[0.5, 1.0, 1.0], [2.0, 0.1, 3.0]])[:, :, None]
-    z = torch.tensor([[1.0, 5.0, 1.0], [-1.0, 4.0, -0.5]])[:, :, None]  # member 1, row 1 draws 4: clipped at 3
+    z = torch.tensor([[-5.0, 5.0, 1.0], [-1.0, 4.0, -0.5]])[:, :, None]  # drawn -5 and 4: clipped at -3 and 3
     q, sample = min_mean_target(mean, std, z)
     torch.testing.assert_close(q, torch.tensor([[1.0], [4.0], [2.0]]))
-    # row 0: member 0 (1 + 0.5); row 1: member 1 (4 + 0.1 * 3); row 2: tie -> the last member (2 + 3 * -0.5)
-    torch.testing.assert_close(sample, torch.tensor([[1.5], [4.3], [0.5]]))
+    # row 0: member 0 (1 + 0.5 * -3); row 1: member 1 (4 + 0.1 * 3); row 2: tie -> the last member (2 + 3 * -0.5)
+    torch.testing.assert_close(sample, torch.tensor([[-0.5], [4.3], [0.5]]))
     _, unclipped = min_mean_target(mean, std, z, z_clip=10.0)
     assert unclipped[1].item() == pytest.approx(4.4)
 

@@ -34,7 +34,8 @@ class LinearPolicy(nn.Module):
         self.calls: list[tuple[int, float]] = []
 
     def sample(self, obs: torch.Tensor, action_noise=0.0) -> torch.Tensor:
-        self.calls.append((obs.shape[0], float(action_noise)))
+        meta = isinstance(action_noise, torch.Tensor) and action_noise.is_meta
+        self.calls.append((obs.shape[0], None if meta else float(action_noise)))
         return self.offset + 0.5 * obs
 
 
@@ -127,6 +128,7 @@ def test_actor_loss_and_its_gradient_by_hand():
     actions = [0.2 + 0.5 * s for s in (0.0, 0.5, 1.0)]
     q = [min(-a + s, -2 * a + s) for a, s in zip(actions, (0.0, 0.5, 1.0))]
     assert loss.item() == pytest.approx(-sum(q) / 3, rel=1e-6)
+    assert set(info) == {"loss", "q"} and info["q"].item() == pytest.approx(sum(q) / 3, rel=1e-6)
     loss.backward()
     assert agent.policy.offset.grad.item() == pytest.approx(2.0, rel=1e-6)  # -mean(dq/da) = -(-2)
     assert agent.critic.w.grad is None  # the critic is frozen in the actor's loss
@@ -197,8 +199,21 @@ def test_checkpoint_names_are_stable():
 
 @pytest.mark.parametrize("bad", [dict(policy_delay=0), dict(alpha_delay=0), dict(entropy_samples=0)])
 def test_bad_settings_are_refused(bad):
-    with pytest.raises(ValueError, match="must be >= 1"):
+    (name, value), = bad.items()
+    with pytest.raises(ValueError, match=f"DACERAgent.{name} must be >= 1, got {value}"):
         hand_agent(**bad)
+
+
+def test_networks_and_state_live_on_the_given_device_and_the_target_takes_no_gradient():
+    agent = DACERAgent(1, 1, policy=lambda o, a: LinearPolicy(), entropy=FixedEntropy(0.0), device="meta",
+                       critic=lambda o, a: TwinGaussian((-1.0, -2.0), (0.0, 0.0), (0.0, 1.0)))
+    tensors = [t for m in agent.modules().values() for t in (*m.parameters(), *m.buffers())]
+    assert all(t.device.type == "meta" for t in [*tensors, agent.entropy])
+    assert not any(p.requires_grad for p in agent.critic_target.parameters())
+    _, info = agent.critic_loss(Batch(*(t.to("meta") for t in BATCH)))
+    assert info["target"].device.type == "meta"  # the target's draws z were made on the critic's device
+    agent.load_state_dict(hand_agent().state_dict())  # a CPU checkpoint continues on the agent's device
+    assert agent.entropy.device.type == "meta"
 
 
 def real_agent(seed: int = 0, obs_dim: int = 5, **overrides) -> DACERAgent:
