@@ -204,6 +204,7 @@ def test_bad_settings_are_refused(bad):
         hand_agent(**bad)
 
 
+@pytest.mark.filterwarnings("ignore:for .*copying from a non-meta parameter")  # loading into meta: shapes only
 def test_networks_and_state_live_on_the_given_device_and_the_target_takes_no_gradient():
     agent = DACERAgent(1, 1, policy=lambda o, a: LinearPolicy(), entropy=FixedEntropy(0.0), device="meta",
                        critic=lambda o, a: TwinGaussian((-1.0, -2.0), (0.0, 0.0), (0.0, 1.0)))
