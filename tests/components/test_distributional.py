@@ -73,6 +73,8 @@ def test_the_loss_by_hand_with_a_bounded_row_and_its_gradients():
     terms = hand_terms([1.0, 2.0], [0.5, 1.0], [1.5, 0.0], [4.0, 2.5], m)
     assert loss.item() == pytest.approx(-(m**2 + EPS) * sum(terms) / 2, rel=1e-6)
     assert info["mean_std"].item() == pytest.approx(m) and loss_fn.mean_std.tolist() == [pytest.approx(m)]
+    assert set(info) == {"loss", "q", "std", "mean_std", "target"}
+    assert (info["q"].item(), info["std"].item(), info["target"].item()) == pytest.approx((1.5, 0.75, 0.75))
     loss.backward()
     scale = -(m**2 + EPS) / 2
     # Only the first term moves the mean, only the second the std (the rest is detached).

@@ -92,3 +92,34 @@ def test_defaults_are_the_references_policy_network():
                                                                                        ScaledSinusoidalEmbedding)))
     emb = ScaledSinusoidalEmbedding(4)
     torch.testing.assert_close(emb.freqs, torch.tensor([1.0, 0.01]))  # theta 10000
+
+
+def test_a_float_action_noise_is_added_too_and_large_noise_clamps_to_the_bounds(monkeypatch):
+    p = policy()
+    obs = torch.zeros(64, 2)
+    torch.manual_seed(1)
+    plain = p.sample(obs)
+    torch.manual_seed(1)
+    noisy = p.sample(obs, 5.0)  # a Python float, large: most actions land on a bound
+    torch.manual_seed(1)
+    torch.randn(64, 2)
+    for _ in range(3):
+        torch.randn_like(plain)
+    expected = (plain + 5.0 * torch.randn_like(plain)).clamp(-1, 1)
+    torch.testing.assert_close(noisy, expected)
+    assert noisy.min().item() == -1.0 and noisy.max().item() == 1.0
+
+
+def test_sampling_keeps_the_observations_dtype():
+    p = policy().double()
+    assert p.sample(torch.zeros(3, 2, dtype=torch.float64), 0.1).dtype == torch.float64
+
+
+def test_wide_layers_start_truncated_at_two_stds_and_the_embedding_is_not_saved():
+    torch.manual_seed(0)
+    net = DACERNoiseMLP(obs_dim=300, act_dim=84, hidden=400, depth=1, time_dim=16)
+    w = net.net[0].weight  # 400 x 400 weights
+    std = 1.0 / math.sqrt(w.shape[1])
+    assert -2 * std - 1e-6 <= w.min().item() < -1.9 * std and 1.9 * std < w.max().item() <= 2 * std + 1e-6
+    assert 0.85 * std < w.std().item() < 0.91 * std  # a normal truncated at 2 sigma has std 0.880 sigma
+    assert not any("freqs" in k for k in net.state_dict())  # derived, not saved

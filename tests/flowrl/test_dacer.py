@@ -204,6 +204,11 @@ def test_bad_settings_are_refused(bad):
         hand_agent(**bad)
 
 
+def test_delays_and_samples_of_one_are_allowed():
+    agent = hand_agent(policy_delay=1, alpha_delay=1, entropy_samples=1)
+    assert (agent.policy_delay, agent.alpha_delay, agent.entropy_samples) == (1, 1, 1)
+
+
 @pytest.mark.filterwarnings("ignore:for .*copying from a non-meta parameter")  # loading into meta: shapes only
 def test_networks_and_state_live_on_the_given_device_and_the_target_takes_no_gradient():
     agent = DACERAgent(1, 1, policy=lambda o, a: LinearPolicy(), entropy=FixedEntropy(0.0), device="meta",
