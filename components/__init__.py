@@ -1,6 +1,7 @@
 """flowrl's building blocks: velocity networks, ODE integrators, flow, diffusion, Gaussian and deterministic policies,
-best-of-N action selection, an entropy temperature, regularizers, critics, buffers; noisy flows with a density,
-GRU and Transformer velocity networks and BatchRenorm (SAC Flow's parts).
+best-of-N action selection, an entropy temperature and a sample-based entropy estimate, regularizers, critics (also
+distributional), buffers; noisy flows with a density, GRU and Transformer velocity networks and BatchRenorm (SAC
+Flow's parts).
 
 Depends on torch, einops and gin only, never on ``flowrl``: import any piece into your own agent.
 Every class and function is registered with gin and works as plain Python without a config.
@@ -21,6 +22,7 @@ from components.critics import (
     polyak_update,
 )
 from components.deterministic_policy import DeterministicPolicy
+from components.distributional import DistributionalCriticLoss, DistributionalQEnsemble, min_mean_target
 from components.diffusion import (
     DiffusionPolicy,
     DiffusionSchedule,
@@ -31,9 +33,11 @@ from components.diffusion import (
 )
 from components.ensemble import EnsembleFeedForward, EnsembleLayerNorm, EnsembleLinear, EnsembleMLP
 from components.flow_matching import flow_matching_loss
+from components.gmm_entropy import GaussianMixtureEntropy, mixture_entropy_bound
 from components.gaussian_policy import GaussianPolicy
 from components.noisy_flow import NoisyFlowPolicy, StateLogStd, noisy_euler
 from components.integrators import ODESolver, euler_step, heun_step, integrate, midpoint_step, rk4_step
+from components.noise_nets import DACERNoiseMLP, ScaledSinusoidalEmbedding
 from components.policy import FlowPolicy
 from components.regularizers import (
     BCRegularizer,

@@ -231,10 +231,18 @@ class DiffusionPolicy(nn.Module):
             x = self.p_sample(obs, x, k, noise)
         return x.clamp(-1.0, 1.0)
 
-    def sample(self, obs: torch.Tensor) -> torch.Tensor:
-        """Actions ``(B, act_dim)`` in the bounds from fresh noise, differentiable through the chain."""
+    def sample(self, obs: torch.Tensor, action_noise: Union[float, torch.Tensor] = 0.0) -> torch.Tensor:
+        """Actions ``(B, act_dim)`` in the bounds from fresh noise, differentiable through the chain.
+
+        ``action_noise``: the std of Gaussian noise added to ``x_0`` before a last clamp to [-1, 1] (DACER's
+        exploration, ``alpha * 0.15``, a scalar tensor so that alpha's changes need no recompile); 0 adds none and
+        draws nothing.
+        """
         x = torch.randn(obs.shape[0], self.act_dim, device=obs.device, dtype=obs.dtype)
-        return self.bounds(self.denoise(obs, x))
+        x = self.denoise(obs, x)
+        if isinstance(action_noise, torch.Tensor) or action_noise != 0.0:
+            x = (x + torch.randn_like(x) * action_noise).clamp(-1.0, 1.0)
+        return self.bounds(x)
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:

@@ -53,6 +53,9 @@ _RANGES = {
     "num_candidates": (1, None, False, False), "num_steps": (1, None, False, False),
     "num_members": (1, None, False, False), "hidden": (1, None, False, False), "policy_delay": (1, None, False, False),
     "lam": (0.0, None, False, False), "coef": (0.0, None, False, False),
+    "alpha_lr": (0.0, None, True, False), "alpha_delay": (1, None, False, False),  # DACER
+    "reward_scale": (0.0, None, True, False), "noise_scale": (0.0, None, False, False),
+    "initial_alpha": (0.0, None, True, False), "num_components": (1, None, False, False),
 }
 _SHAPE_NAMES = {"Trainer.num_envs", "ReplayBuffer.capacity", "make_env.task", "Trainer.env_fn", "Trainer.agent",
                 "Trainer.buffer"}

@@ -460,8 +460,8 @@ def build_parser() -> OneLineParser:
     loop.add_argument("--rounds", type=int, default=1, help="interleaved timing rounds, median reported (default 1)")
     agents = sub.choices["agents"]
     agents.add_argument("--agent", action="append", default=[], metavar="FILE",
-                        help="agent gin file, repeatable (default: every file in gin/agents/: flowrl, qvpo, sac, td3, "
-                             "sac_flow_g, sac_flow_t)")
+                        help="agent gin file, repeatable (default: every file in gin/agents/: flowrl, qvpo, dacer, "
+                             "sac_flow_g, sac_flow_t, sac, td3)")
     agents.add_argument("--rounds", type=positive_int, default=3, help="interleaved rounds, median reported (default 3)")
     ref = sub.choices["reference"]
     ref.add_argument("--ref", type=Path, required=True, metavar="DIR", help="a checkout of bytedance/FlowRL")
