@@ -96,9 +96,9 @@ def test_loop_times_other_agents_beside_flowrl_at_the_same_settings(tmp_path):
 def test_agents_times_every_agent_file_side_by_side(tmp_path):
     report = bench("agents", tmp_path=tmp_path)
     rows = {r["agent"]: r for r in report["rows"]}
-    assert {"flowrl", "qvpo", "sac", "td3", "sac_flow_g", "sac_flow_t"} <= rows.keys()
+    assert {"flowrl", "qvpo", "dacer", "sac", "td3", "sac_flow_g", "sac_flow_t"} <= rows.keys()
     assert {r["agent_class"] for r in rows.values()} >= {"FlowRLAgent", "QVPOAgent", "SACAgent", "TD3Agent",
-                                                          "SACFlowAgent"}
+                                                          "SACFlowAgent", "DACERAgent"}
     for r in rows.values():
         assert r["ms_per_update"] > 0 and r["us_per_act"] > 0 and r["us_per_eval_act"] > 0 and r["parameters"] > 0
 
