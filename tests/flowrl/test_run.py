@@ -20,6 +20,7 @@ TINY = [
     "--bind", "Trainer.batch_size = 32", "--bind", "ReplayBuffer.capacity = 5000", "--bind", "Trainer.num_envs = 2",
     "--bind", "Trainer.warmup_steps = 300", "--bind", "Trainer.eval_every = 600", "--bind", "Trainer.eval_episodes = 1",
     "--bind", "Trainer.checkpoint_every = 600", "--bind", "Trainer.log_every = 200", "--bind", "Trainer.num_threads = 1",
+    "--bind", "EnvpoolDMC.max_episode_steps = 200",  # short episodes: evaluations cost 200 steps, not 1000
     "--no-display",
 ]  # fmt: skip
 

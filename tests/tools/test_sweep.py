@@ -127,39 +127,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_ray_sweep_joins_a_running_cluster_by_its_address(tmp_path):
-    # A cluster as users start one (`ray start --head`; Ray >= 2.59 turns token authentication on for it), in its own
-    # process group so that the test stops it alone; flowrl on the workers' path as it would be installed there.
-    pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[sweep]')")
-    port, client_port = _free_port(), _free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0"}
-    env.pop("RAY_AUTH_MODE", None)
-    head = subprocess.Popen(["ray", "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
-                             f"--ray-client-server-port={client_port}", "--include-dashboard=false",
-                             "--disable-usage-stats"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.5)
-        out = tmp_path / "sweep"
-        proc = subprocess.run([sys.executable, "tools/sweep.py", *TINY, "--seeds", "0", "--out", str(out),
-                               "--ray-address", f"127.0.0.1:{port}"], cwd=ROOT, env=env, capture_output=True,
-                              text=True, timeout=480)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        assert f"ray (127.0.0.1:{port})" in proc.stderr and "2 ran to the end, 0 failed" in proc.stderr
-        assert_complete(out, 2)
-    finally:
-        os.killpg(head.pid, signal.SIGKILL)  # the whole cluster is this group; SIGTERM would drain for 30 s
-        head.wait()
-        if RAY_CURRENT.is_file() and RAY_CURRENT.read_text().strip().endswith(f":{port}"):
-            RAY_CURRENT.unlink()  # the record the killed head could not remove
-
-
 def test_embedded_sweep_resumes_a_stopped_trial_and_reruns_nothing(tmp_path):
     out = tmp_path / "sweep"
     args = [*TINY, "--seeds", "0", "--out", str(out)]
