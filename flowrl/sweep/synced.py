@@ -13,7 +13,6 @@ checkpoint is whole or newest, and Ray Tune's syncing belongs to Tune's trial ru
 
 from __future__ import annotations
 
-import json
 import shutil
 import socket
 import threading
@@ -22,7 +21,7 @@ from pathlib import Path
 
 from flowrl.sweep.plan import Trial
 from flowrl.sweep.storage import Storage, StorageError, checkpoint_steps, node_local_dir
-from flowrl.sweep.trial import LOG_FILE, PID_FILE, Progress, _wait_for_leftover, run_trial
+from flowrl.sweep.trial import LOG_FILE, PID_FILE, Progress, _wait_for_leftover, read_metrics_tail, run_trial
 
 _SKIP = (".lock",)
 
@@ -172,17 +171,7 @@ def read_progress(store: Storage) -> Progress:
     """A trial's progress from its storage folder: checkpoint names, the running mark and the metrics' tail."""
     names = store.files()
     p = Progress(checkpoint_step=max(checkpoint_steps(names), default=0), running=PID_FILE in names)
-    p.steps = p.checkpoint_step
-    for line in store.tail("metrics.jsonl").decode(errors="replace").splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and isinstance(record.get("step"), int):
-            p.steps = max(p.steps, record["step"])
-            if record.get("eval/return_mean") is not None:
-                p.last_eval = float(record["eval/return_mean"])
-    return p
+    return read_metrics_tail(p, store.tail("metrics.jsonl"))
 
 
 def finished_in(store: Storage, trial: Trial) -> bool:

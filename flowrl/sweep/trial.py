@@ -70,21 +70,28 @@ def progress(run_dir: Path) -> Progress:
     """Read the folder cheaply (metrics tail, checkpoint names); tolerant of a line being written."""
     run_dir = Path(run_dir)
     p = Progress(checkpoint_step=checkpoint_step(run_dir), running=(run_dir / PID_FILE).is_file())
-    p.steps = p.checkpoint_step
     path = run_dir / "metrics.jsonl"
+    tail = b""
     if path.is_file():
         with open(path, "rb") as f:
             f.seek(max(0, f.seek(0, os.SEEK_END) - 65536))
-            tail = f.read().decode(errors="replace").splitlines()
-        for line in tail:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict) and isinstance(record.get("step"), int):
-                p.steps = max(p.steps, record["step"])
-                if record.get("eval/return_mean") is not None:
-                    p.last_eval = float(record["eval/return_mean"])
+            tail = f.read()
+    return read_metrics_tail(p, tail)
+
+
+def read_metrics_tail(p: Progress, tail: bytes) -> Progress:
+    """``p`` with its env steps and last evaluation return read from the end of a ``metrics.jsonl`` (a torn or
+    partial line is skipped); steps start at the checkpoint's."""
+    p.steps = p.checkpoint_step
+    for line in tail.decode(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int):
+            p.steps = max(p.steps, record["step"])
+            if record.get("eval/return_mean") is not None:
+                p.last_eval = float(record["eval/return_mean"])
     return p
 
 
