@@ -80,6 +80,16 @@ class ActorCritic:
         """One gradient update on ``batch``; detached tensors keyed ``critic/``, ``actor/``, ... (no ``.item()``)."""
         raise NotImplementedError
 
+    def delayed_update(self, batch: Batch) -> Info:
+        """A critic step every update, a ``policy_step`` every ``policy_delay``-th (the 2nd, 4th, ... for 2: the
+        counter is raised first, as the TD3 and SAC Flow references count). Agents that update so bind
+        ``_update = ActorCritic.delayed_update``."""
+        self.num_updates += 1
+        info = self.critic_step(batch)
+        if self.num_updates % self.policy_delay == 0:
+            info.update(self.policy_step(batch))
+        return info
+
     # ------------------------------------------------------------------------------------------------ shared
     def critic_step(self, batch: Batch) -> Info:
         """One optimiser step of the critic: ``self.critic_loss(batch)`` through ``self.critic_optimizer``.

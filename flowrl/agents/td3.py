@@ -99,12 +99,7 @@ class TD3Agent(ActorCritic):
         return loss, {"loss": loss.detach(), "q": q_pi.detach().mean()}
 
     # ----------------------------------------------------------------------------------------------------- update
-    def _update(self, batch: Batch) -> Info:
-        self.num_updates += 1
-        info = self.critic_step(batch)
-        if self.num_updates % self.policy_delay == 0:
-            info.update(self.policy_step(batch))
-        return info
+    _update = ActorCritic.delayed_update
 
     def policy_step(self, batch: Batch) -> Info:
         """One optimiser step of the actor, then both targets' Polyak steps."""
