@@ -46,6 +46,9 @@ class GaussianMixtureEntropy:
         if num_components < 1:
             raise ValueError(f"GaussianMixtureEntropy.num_components must be >= 1, got {num_components}")
         self.num_components, self.random_state = num_components, random_state
+        # Never traced (scikit-learn on numpy arrays). Disabled here, not by a decorator: the decorator imports
+        # torch._dynamo (seconds) in every process that imports components, compiling or not.
+        self._estimate = torch.compiler.disable(self._estimate)
 
     @staticmethod
     def available() -> bool:
@@ -56,8 +59,10 @@ class GaussianMixtureEntropy:
             return False
         return True
 
-    @torch.compiler.disable  # scikit-learn on numpy arrays: nothing for a compiler to trace
     def __call__(self, actions: torch.Tensor) -> torch.Tensor:
+        return self._estimate(actions)
+
+    def _estimate(self, actions: torch.Tensor) -> torch.Tensor:
         try:
             from sklearn.exceptions import ConvergenceWarning
             from sklearn.mixture import GaussianMixture

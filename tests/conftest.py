@@ -13,6 +13,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
+def pytest_collection_modifyitems(config, items):
+    """The ``slow`` tests (end-to-end runs of tens of seconds) first, the rest in their order: with ``-n 2`` a slow
+    test left to the end keeps one worker busy while the other idles."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(autouse=True)
 def _few_threads():
     # Two cores are shared with envpool's threads and other tests: one intra-op thread keeps timings sane.

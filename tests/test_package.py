@@ -46,6 +46,7 @@ def venv(tmp_path_factory):
     return base / "venv"
 
 
+@pytest.mark.slow
 def test_the_installed_wheel_runs_the_smoke_config_from_any_folder(venv, tmp_path):
     bin_ = venv / "bin"
     where = sh(bin_ / "python", "-c", "import flowrl, flowrl.config as c; print(flowrl.__file__, c.gin_home())",

@@ -20,6 +20,7 @@ from torch import nn
 from components import DACERNoiseMLP, DiffusionPolicy, DistributionalQEnsemble, vp_beta_schedule
 from components.buffers import Batch
 from flowrl.agents.dacer import DACERAgent
+from tests.flowrl.hand_rows import TERMINATED_TRUNCATED_ORDINARY as BATCH
 
 GAMMA, TAU, SCALE, EPS = 0.99, 0.005, 0.2, 0.1
 
@@ -72,12 +73,6 @@ def hand_agent(entropy: float = 5.0, **overrides) -> DACERAgent:
     return agent
 
 
-# Rows: terminated, truncated, ordinary.
-BATCH = Batch(
-    obs=torch.tensor([[0.0], [0.5], [1.0]]), action=torch.tensor([[0.2], [-0.4], [0.6]]),
-    reward=torch.tensor([[1.0], [2.0], [-1.0]]), next_obs=torch.tensor([[0.5], [1.0], [-0.5]]),
-    terminated=torch.tensor([[1.0], [0.0], [0.0]]), truncated=torch.tensor([[0.0], [1.0], [0.0]]),
-)  # fmt: skip
 Z = torch.tensor([[0.5, -4.0, 1.0], [2.0, 0.3, -1.0]])[:, :, None]  # member 0, row 1 clipped at -3
 
 

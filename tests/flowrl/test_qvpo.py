@@ -18,6 +18,7 @@ from torch import nn
 from components import DiffusionPolicy, NoiseMLP, QEnsemble
 from components.buffers import Batch
 from flowrl.agents.qvpo import QVPOAgent
+from tests.flowrl.hand_rows import TERMINATED_TRUNCATED_ORDINARY as BATCH
 
 GAMMA, TAU = 0.99, 0.005
 
@@ -70,14 +71,6 @@ def hand_agent(**overrides) -> QVPOAgent:
     agent.policy_target = CandidatePolicy(TARGET_CANDIDATES, offset=0.3).requires_grad_(False)
     agent.critic_target = TwinLinear((2.0, 1.0), (0.0, 0.1)).requires_grad_(False)
     return agent
-
-
-# Rows: terminated, truncated, ordinary.
-BATCH = Batch(
-    obs=torch.tensor([[0.0], [0.5], [1.0]]), action=torch.tensor([[0.2], [-0.4], [0.6]]),
-    reward=torch.tensor([[1.0], [2.0], [-1.0]]), next_obs=torch.tensor([[0.5], [1.0], [-0.5]]),
-    terminated=torch.tensor([[1.0], [0.0], [0.0]]), truncated=torch.tensor([[0.0], [1.0], [0.0]]),
-)  # fmt: skip
 
 
 def hand_targets() -> list[float]:

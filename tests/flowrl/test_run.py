@@ -33,6 +33,7 @@ def run(*args, check=True, timeout=600):
     return proc
 
 
+@pytest.mark.slow
 def test_smoke_overlay_runs_end_to_end_on_humanoid(tmp_path):
     run_dir = tmp_path / "smoke"
     proc = run("--gin", "gin/flowrl_humanoid.gin", "--gin", "gin/smoke.gin", "--run-dir", str(run_dir), "--no-display",
@@ -49,6 +50,7 @@ def test_smoke_overlay_runs_end_to_end_on_humanoid(tmp_path):
     assert state["env_steps"] == 2000 and state["agent"]["num_updates"] == 1500
 
 
+@pytest.mark.slow
 def test_stop_and_resume_reproduces_the_uninterrupted_run(tmp_path):
     full, part = tmp_path / "full", tmp_path / "part"
     run(*TINY, "--bind", "Trainer.total_steps = 1200", "--run-dir", str(full))
@@ -60,6 +62,7 @@ def test_stop_and_resume_reproduces_the_uninterrupted_run(tmp_path):
     assert [r["step"] for r in read_metrics(part)] == [r["step"] for r in read_metrics(full)]
 
 
+@pytest.mark.slow
 def test_extending_a_finished_run_reproduces_the_longer_run(tmp_path):
     # The short run ends at 600, off the evaluation grid (400, 800, ...): its last evaluation, made before its final
     # checkpoint with fresh policy noise, must leave the training RNG as it was.
@@ -72,6 +75,7 @@ def test_extending_a_finished_run_reproduces_the_longer_run(tmp_path):
     assert any("eval/return_mean" in r for r in after(full)) and after(part) == after(full)
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_and_the_run_resumes(tmp_path):
     run_dir = tmp_path / "term"
     cmd = [sys.executable, "tools/run.py", *TINY, "--bind", "Trainer.total_steps = 100000", "--run-dir", str(run_dir)]
@@ -109,6 +113,7 @@ def _one_line_error(proc, needle):
     assert "fix:" in lines[0] and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_bad_input_ends_with_one_line(tmp_path):
     _one_line_error(run(*TINY, "--bind", "make_env.task = 'dmc/humanoid-fly'", "--run-dir", str(tmp_path / "a"),
                         check=False), "unknown task 'dmc/humanoid-fly'")
@@ -120,6 +125,7 @@ def test_bad_input_ends_with_one_line(tmp_path):
     _one_line_error(run("--gin", "gin/flowrl_humanoid.gin", "--frobnicate", check=False), "unrecognized arguments")
 
 
+@pytest.mark.slow
 def test_corrupt_checkpoint_is_one_line_and_names_the_fallback(tmp_path):
     run_dir = tmp_path / "corrupt"
     run(*TINY, "--bind", "Trainer.total_steps = 1200", "--run-dir", str(run_dir))
@@ -130,6 +136,7 @@ def test_corrupt_checkpoint_is_one_line_and_names_the_fallback(tmp_path):
     assert "step_000000600.pt" in proc.stderr
 
 
+@pytest.mark.slow
 def test_fresh_run_refuses_a_folder_with_checkpoints(tmp_path):
     run_dir = tmp_path / "used"
     run(*TINY, "--bind", "Trainer.total_steps = 600", "--run-dir", str(run_dir))

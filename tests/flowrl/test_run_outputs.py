@@ -44,6 +44,7 @@ def resumed(tmp_path_factory):
     return run_dir
 
 
+@pytest.mark.slow
 def test_metrics_csv_matches_metrics_jsonl_after_a_resume(resumed):
     records = read_metrics(resumed)
     with open(resumed / "metrics.csv", newline="") as f:

@@ -13,13 +13,14 @@ import pytest
 import torch
 from torch import nn
 
-from components import Batch, GaussianPolicy, QEnsemble, ReplayBuffer, Temperature
+from components import GaussianPolicy, QEnsemble, ReplayBuffer, Temperature
 from flowrl.agents.sac import SACAgent
 from flowrl.checkpoint import list_checkpoints, load_checkpoint
 from flowrl.config import parse
 from flowrl.envs.humanoidbench import INSTALL
 from flowrl.logger import read_metrics
 from flowrl.trainer import Trainer
+from tests.flowrl.hand_rows import ORDINARY_TERMINATED_TRUNCATED as HAND_BATCH
 
 ROOT = Path(__file__).resolve().parents[2]
 HAVE_HB = importlib.util.find_spec("humanoid_bench") is not None
@@ -58,16 +59,6 @@ def hand_agent() -> SACAgent:
     )  # fmt: skip
     agent.critic_target.load_state_dict(LinearQ([[1.0, 2.0], [1.0, -1.0]], [0.0, 1.0]).state_dict())
     return agent
-
-
-HAND_BATCH = Batch(  # rows: ordinary, terminated, truncated
-    obs=torch.tensor([[0.0], [1.0], [-1.0]]),
-    action=torch.tensor([[0.2], [-0.4], [1.0]]),
-    reward=torch.tensor([[1.0], [2.0], [-1.0]]),
-    next_obs=torch.tensor([[1.0], [2.0], [3.0]]),
-    terminated=torch.tensor([[0.0], [1.0], [0.0]]),
-    truncated=torch.tensor([[0.0], [0.0], [1.0]]),
-)
 
 
 def test_critic_loss_by_hand():
@@ -207,7 +198,6 @@ def test_sac_trains_on_a_terminating_gym_task(tmp_path):
     trainer.train()
     check_run(tmp_path)
     assert any(r.get("train/episode_length", 1000) < 200 for r in read_metrics(tmp_path))
-
 
 
 def _train_in_process(run_dir: Path, total_steps: int, resume: bool = False) -> None:

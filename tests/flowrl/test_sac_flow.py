@@ -22,6 +22,7 @@ from components import BatchRenorm, EnsembleBatchRenormMLP, GRUVelocity, NoisyFl
 from components import TransformerVelocity
 from components.buffers import Batch
 from flowrl.agents.sac_flow import SACFlowAgent
+from tests.flowrl.hand_rows import TERMINATED_TRUNCATED_ORDINARY as BATCH
 
 GAMMA, ALPHA, LOG_PI = 0.99, 0.2, -1.0
 
@@ -60,14 +61,6 @@ def hand_agent(**overrides) -> SACFlowAgent:
     settings = dict(policy=lambda o, a: LinearPolicy(), critic=lambda o, a: TwinLinear(), discount=GAMMA)
     settings.update(overrides)
     return SACFlowAgent(1, 1, **settings)
-
-
-# Rows: terminated, truncated, ordinary.
-BATCH = Batch(
-    obs=torch.tensor([[0.0], [0.5], [1.0]]), action=torch.tensor([[0.2], [-0.4], [0.6]]),
-    reward=torch.tensor([[1.0], [2.0], [-1.0]]), next_obs=torch.tensor([[0.5], [1.0], [-0.5]]),
-    terminated=torch.tensor([[1.0], [0.0], [0.0]]), truncated=torch.tensor([[0.0], [1.0], [0.0]]),
-)  # fmt: skip
 
 
 def q(i: int, s: float, a: float) -> float:

@@ -80,6 +80,7 @@ def test_buffer_memory_is_close_to_one_float32_copy(tmp_path):
                                "sample_per_s_recent_mix"}
 
 
+@pytest.mark.slow
 def test_loop_times_the_real_runner_after_warmup(tmp_path):
     r = bench("loop", tmp_path=tmp_path)
     assert set(r["loop"]) == {"fp32", "bf16 autocast"}  # --quick skips the compiled variant
@@ -87,6 +88,7 @@ def test_loop_times_the_real_runner_after_warmup(tmp_path):
     assert r["config"] == "quick size (hidden 32, batch 256)"  # not the paper's size it does not run
 
 
+@pytest.mark.slow
 def test_loop_times_other_agents_beside_flowrl_at_the_same_settings(tmp_path):
     r = bench("loop", "--agent", "gin/agents/td3.gin", tmp_path=tmp_path)
     assert set(r["loop"]) == {f"{a}: {p}" for a in ("flowrl", "td3") for p in ("fp32", "bf16 autocast")}
@@ -103,6 +105,7 @@ def test_agents_times_every_agent_file_side_by_side(tmp_path):
         assert r["ms_per_update"] > 0 and r["us_per_act"] > 0 and r["us_per_eval_act"] > 0 and r["parameters"] > 0
 
 
+@pytest.mark.slow
 def test_learn_runs_a_seed_and_summarises_it(tmp_path):
     r = bench("learn", "--out", str(tmp_path / "learn"), tmp_path=tmp_path)
     assert [c["step"] for c in r["curve"]] == [300, 600]

@@ -8,10 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 SIMULATORS = {"dm_control", "mujoco", "envpool", "humanoid_bench", "gymnasium", "dm_env"}
 
 
+@pytest.mark.slow
 def test_gpu_quick_writes_json_and_markdown_for_every_agent_and_variant(tmp_path):
     cmd = [sys.executable, "tools/bench.py", "gpu", "--quick", "--threads", "1", "--out", str(tmp_path / "gpu")]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)

@@ -27,6 +27,7 @@ def tool(*args):
     return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_evaluate_reports_returns_of_the_newest_checkpoint(runs):
     proc = tool("tools/evaluate.py", str(runs[0]), "--episodes", "2", "--device", "cpu")
     assert proc.returncode == 0, proc.stderr

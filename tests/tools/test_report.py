@@ -153,6 +153,7 @@ def test_variants_from_bindings_and_the_base_option(tmp_path):
     assert result["normalised"]["improvement"]["base"]["mean"] == 0.0
 
 
+@pytest.mark.slow
 def test_runs_of_unequal_length_are_flagged_and_at_step_cuts_them_all_at_one_budget(tmp_path):
     # A sweep read while it runs: two finished seeds of base, one of base stopped at 2,000, reg_kl only at 1,000.
     make_run(tmp_path / "b0", "dmc/cheetah-run", 0, curve=((1000, 10.0), (2000, 30.0), (3000, 90.0)))

@@ -54,6 +54,7 @@ def last_checkpoint(run_dir: Path) -> int:
     return int(list_checkpoints(run_dir)[-1].stem.split("_")[1])
 
 
+@pytest.mark.slow
 def test_a_study_prunes_on_ray_survives_a_killed_driver_and_reports(tmp_path):
     out = tmp_path / "study"
     trial_dir = [out / "dmc-cartpole-balance" / f"t{i:04d}" / "s0" for i in range(3)]

@@ -98,6 +98,7 @@ def stale_ray_record():
         RAY_CURRENT.write_text(saved)
 
 
+@pytest.mark.slow
 def test_ray_sweep_retries_a_killed_worker_from_its_checkpoint_and_reruns_nothing(tmp_path, stale_ray_record):
     pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[sweep]')")
     out = tmp_path / "sweep"
@@ -127,6 +128,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_embedded_sweep_resumes_a_stopped_trial_and_reruns_nothing(tmp_path):
     out = tmp_path / "sweep"
     args = [*TINY, "--seeds", "0", "--out", str(out)]
@@ -186,6 +188,7 @@ def test_shards_split_the_plan_into_disjoint_parts_that_cover_it():
     assert parse_shard("1/3") == (1, 3) and parse_shard(" 0 / 1 ") == (0, 1)
 
 
+@pytest.mark.slow
 def test_a_shard_runs_only_its_trials_and_plans_the_whole_grid(tmp_path):
     out = tmp_path / "sweep"
     proc = sweep(*TINY, "--seeds", "0", "--out", str(out), "--shard", "1/2")

@@ -129,6 +129,7 @@ def _kill_after_sync(locals_: list[Path], store: Path, deadline: float) -> tuple
     raise AssertionError("no trial reached a checkpoint short of the end in time")
 
 
+@pytest.mark.slow
 def test_storage_sweep_on_two_nodes_that_share_nothing(cluster, tmp_path, capfd, monkeypatch):
     store = tmp_path / "bucket"  # outside both nodes' folders
     out = tmp_path / "grid"  # the driver's folder: the plan only
