@@ -28,7 +28,8 @@ def test_components_import_only_torch_einops_gin():
         assert imported_roots(path) <= ALLOWED | OPTIONAL, (path.name, imported_roots(path) - ALLOWED - OPTIONAL)
 
 
-def test_components_import_without_loading_flowrl():
+def test_components_import_without_loading_flowrl_or_the_compiler():
+    # torch._dynamo costs seconds at import: a run that never compiles (every tools/run.py start) must not pay it.
     code = ("import sys, components; assert not any(m.split('.')[0] in ('flowrl', 'sklearn') for m in sys.modules), "
-            "'flowrl or an optional library loaded'")
+            "'flowrl or an optional library loaded'; assert 'torch._dynamo' not in sys.modules, 'torch._dynamo loaded'")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
