@@ -1,12 +1,8 @@
 """SACAgent: the soft TD target and the actor's entropy term on a hand-computed batch (ordinary, terminated and
 truncated rows; target critic unlike the online one), which networks an update changes, the Polyak step, state
-round trips, and short real runs through tools/run.py."""
+round trips (real runs: test_agent_runs.py and test_configs.py)."""
 
 import functools
-import importlib.util
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,15 +11,8 @@ from torch import nn
 
 from components import GaussianPolicy, QEnsemble, ReplayBuffer, Temperature
 from flowrl.agents.sac import SACAgent
-from flowrl.checkpoint import list_checkpoints, load_checkpoint
-from flowrl.config import parse
-from flowrl.envs.humanoidbench import INSTALL
-from flowrl.logger import read_metrics
-from flowrl.trainer import Trainer
 from tests.flowrl.hand_rows import ORDINARY_TERMINATED_TRUNCATED as HAND_BATCH
 
-ROOT = Path(__file__).resolve().parents[2]
-HAVE_HB = importlib.util.find_spec("humanoid_bench") is not None
 OBS, ACT = 11, 3
 
 
@@ -158,71 +147,3 @@ def test_state_dict_round_trip_continues_identically(batch):
 def test_bf16_autocast_update_is_finite(batch):
     info = small_agent(amp_dtype=torch.bfloat16).update(batch)
     assert all(np.isfinite(v) for v in info.values())
-
-
-# ------------------------------------------------------------------------------------------------- real runs
-BINDS = ["Trainer.num_threads = 1", "Trainer.total_steps = 400", "Trainer.warmup_steps = 200",
-         "Trainer.eval_every = 400", "Trainer.eval_episodes = 1", "Trainer.checkpoint_every = 400",
-         "Trainer.log_every = 200", "Trainer.batch_size = 32", "Trainer.display = False"]  # fmt: skip
-
-
-def run_tool(task_gin: str, run_dir: Path) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "tools/run.py", "--gin", task_gin, "--gin", "gin/agents/sac.gin", "--gin", "gin/smoke.gin",
-           *sum((["--bind", b] for b in BINDS), []), "--run-dir", str(run_dir)]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
-
-
-def check_run(run_dir: Path) -> None:
-    records = read_metrics(run_dir)
-    assert any("alpha/alpha" in r for r in records) and any("eval/return_mean" in r for r in records)
-    state = load_checkpoint(list_checkpoints(run_dir)[-1])
-    assert state["env_steps"] == 400 and state["agent"]["num_updates"] == 200
-
-
-def test_sac_trains_on_dmc_through_run_py(tmp_path):
-    proc = run_tool("gin/flowrl_cheetah_run.gin", tmp_path)
-    assert "done: 400 env steps" in proc.stderr
-    assert "Trainer.agent = @SACAgent" in (tmp_path / "config.gin").read_text()
-    check_run(tmp_path)
-
-
-def test_sac_trains_on_a_terminating_gym_task(tmp_path):
-    # Humanoid-v5 ends an episode when the torso falls (tens of steps under random actions): terminated rows. In
-    # process (the runner's Trainer, as tools/run.py builds it) to spare a second interpreter start.
-    parse(["gin/flowrl_cheetah_run.gin", "gin/agents/sac.gin", "gin/smoke.gin"],
-          [*BINDS, "make_env.task = 'gym/Humanoid-v5'"])
-    trainer = Trainer(run_dir=tmp_path)
-    assert isinstance(trainer.agent, SACAgent)
-    trainer.train()
-    check_run(tmp_path)
-    assert any(r.get("train/episode_length", 1000) < 200 for r in read_metrics(tmp_path))
-
-
-def _train_in_process(run_dir: Path, total_steps: int, resume: bool = False) -> None:
-    parse(["gin/flowrl_cheetah_run.gin", "gin/agents/sac.gin", "gin/smoke.gin"],
-          [*BINDS, "make_env.task = 'gym/Humanoid-v5'", "Trainer.warmup_steps = 49", "Trainer.eval_every = 100",
-           "Trainer.checkpoint_every = 100", "Trainer.log_every = 50", f"Trainer.total_steps = {total_steps}"])
-    run_dir.mkdir(exist_ok=True)
-    trainer = Trainer(run_dir=run_dir)
-    if resume:
-        trainer.load(list_checkpoints(run_dir)[-1])
-    trainer.train()
-
-
-def test_stop_and_resume_reproduces_the_uninterrupted_run(tmp_path):
-    # The runner's exact resume needs nothing SAC-specific: networks, optimisers, counters and the RNG states
-    # that drive the policy's noise all come back from the checkpoint.
-    full, part = tmp_path / "full", tmp_path / "part"
-    _train_in_process(full, 200)
-    _train_in_process(part, 100)
-    _train_in_process(part, 200, resume=True)
-    after = lambda d: [r for r in read_metrics(d) if r["step"] > 100]  # noqa: E731
-    assert after(full) and after(part) == after(full)
-
-
-@pytest.mark.skipif(not HAVE_HB, reason=f"HumanoidBench is not installed; to run this: {INSTALL}")
-def test_sac_trains_on_humanoidbench_through_run_py(tmp_path):
-    run_tool("gin/humanoidbench/h1_walk.gin", tmp_path)
-    check_run(tmp_path)

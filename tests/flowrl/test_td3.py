@@ -1,9 +1,9 @@
 """TD3Agent: the clipped double-Q target with clipped smoothing noise on a hand-computed batch (ordinary, terminated
 and truncated rows; target networks unlike the online ones), the actor loss on Q_1, the policy delay, the Polyak
-steps, exploration noise, state round trips, and short real runs through tools/run.py."""
+steps, exploration noise, state round trips, and a short real run through tools/run.py, replayed by
+tools/evaluate.py (the runner's in-process runs: test_agent_runs.py)."""
 
 import functools
-import importlib.util
 import json
 import subprocess
 import sys
@@ -17,14 +17,10 @@ from torch import nn
 from components import DeterministicPolicy, QEnsemble, ReplayBuffer
 from flowrl.agents.td3 import TD3Agent
 from flowrl.checkpoint import list_checkpoints, load_checkpoint
-from flowrl.config import parse
-from flowrl.envs.humanoidbench import INSTALL
 from flowrl.logger import read_metrics
-from flowrl.trainer import Trainer
 from tests.flowrl.hand_rows import ORDINARY_TERMINATED_TRUNCATED as HAND_BATCH
 
 ROOT = Path(__file__).resolve().parents[2]
-HAVE_HB = importlib.util.find_spec("humanoid_bench") is not None
 OBS, ACT = 11, 3
 
 
@@ -190,7 +186,8 @@ def test_state_dict_round_trip_continues_identically(batch):
 # ------------------------------------------------------------------------------------------------- real runs
 BINDS = ["Trainer.num_threads = 1", "Trainer.total_steps = 400", "Trainer.warmup_steps = 200",
          "Trainer.eval_every = 400", "Trainer.eval_episodes = 1", "Trainer.checkpoint_every = 400",
-         "Trainer.log_every = 200", "Trainer.batch_size = 32", "Trainer.display = False"]  # fmt: skip
+         "Trainer.log_every = 200", "Trainer.batch_size = 32", "Trainer.display = False",
+         "EnvpoolDMC.max_episode_steps = 200"]  # fmt: skip
 
 
 def run_tool(task_gin: str, run_dir: Path) -> subprocess.CompletedProcess:
@@ -225,43 +222,3 @@ def test_td3_trains_on_dmc_through_run_py(tmp_path):
     result = json.loads(out.stdout.strip().splitlines()[-1])
     last_eval = [r for r in read_metrics(tmp_path) if "eval/return_mean" in r][-1]["eval/return_mean"]
     assert result["deterministic"] is True and result["return_mean"] == pytest.approx(last_eval, rel=1e-9)
-
-
-def test_td3_trains_on_a_terminating_gym_task(tmp_path):
-    # Humanoid-v5 ends an episode when the torso falls: terminated rows (in process, as in test_sac).
-    parse(["gin/flowrl_cheetah_run.gin", "gin/agents/td3.gin", "gin/smoke.gin"],
-          [*BINDS, "make_env.task = 'gym/Humanoid-v5'"])
-    trainer = Trainer(run_dir=tmp_path)
-    assert isinstance(trainer.agent, TD3Agent)
-    trainer.train()
-    check_run(tmp_path)
-    assert any(r.get("train/episode_length", 1000) < 200 for r in read_metrics(tmp_path))
-
-
-def _train_in_process(run_dir: Path, total_steps: int, resume: bool = False) -> None:
-    parse(["gin/flowrl_cheetah_run.gin", "gin/agents/td3.gin", "gin/smoke.gin"],
-          [*BINDS, "make_env.task = 'gym/Humanoid-v5'", "Trainer.warmup_steps = 49", "Trainer.eval_every = 100",
-           "Trainer.checkpoint_every = 100", "Trainer.log_every = 50", f"Trainer.total_steps = {total_steps}"])
-    run_dir.mkdir(exist_ok=True)
-    trainer = Trainer(run_dir=run_dir)
-    if resume:
-        trainer.load(list_checkpoints(run_dir)[-1])
-    trainer.train()
-
-
-def test_stop_and_resume_reproduces_the_uninterrupted_run(tmp_path):
-    # The runner's exact resume needs nothing TD3-specific: networks, optimisers, counters and the RNG states
-    # that drive the policy's noise all come back from the checkpoint (51 updates before it: an odd count, so a
-    # lost update counter would also shift the policy delay's phase).
-    full, part = tmp_path / "full", tmp_path / "part"
-    _train_in_process(full, 200)
-    _train_in_process(part, 100)
-    _train_in_process(part, 200, resume=True)
-    after = lambda d: [r for r in read_metrics(d) if r["step"] > 100]  # noqa: E731
-    assert after(full) and after(part) == after(full)
-
-
-@pytest.mark.skipif(not HAVE_HB, reason=f"HumanoidBench is not installed; to run this: {INSTALL}")
-def test_td3_trains_on_humanoidbench_through_run_py(tmp_path):
-    run_tool("gin/humanoidbench/h1_walk.gin", tmp_path)
-    check_run(tmp_path)
