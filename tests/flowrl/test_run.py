@@ -1,6 +1,6 @@
 """tools/run.py end to end on real DMC physics: smoke run, exact stop-and-resume, signals, NaN stop, bad input."""
 
-import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from flowrl.checkpoint import list_checkpoints, load_checkpoint
 from flowrl.logger import read_metrics
@@ -52,25 +51,15 @@ def test_smoke_overlay_runs_end_to_end_on_humanoid(tmp_path):
 
 @pytest.mark.slow
 def test_stop_and_resume_reproduces_the_uninterrupted_run(tmp_path):
-    full, part = tmp_path / "full", tmp_path / "part"
-    run(*TINY, "--bind", "Trainer.total_steps = 1200", "--run-dir", str(full))
-    run(*TINY, "--bind", "Trainer.total_steps = 600", "--run-dir", str(part))
-    proc = run("--resume", str(part), "--bind", "Trainer.total_steps = 1200", "--no-display")
-    assert "resuming" in proc.stderr
-    after = lambda d: [r for r in read_metrics(d) if r["step"] > 600]  # noqa: E731
-    assert after(full) and after(part) == after(full)
-    assert [r["step"] for r in read_metrics(part)] == [r["step"] for r in read_metrics(full)]
-
-
-@pytest.mark.slow
-def test_extending_a_finished_run_reproduces_the_longer_run(tmp_path):
-    # The short run ends at 600, off the evaluation grid (400, 800, ...): its last evaluation, made before its final
-    # checkpoint with fresh policy noise, must leave the training RNG as it was.
+    # A run stopped at 600 and resumed (extended) to 1,200 logs what the uninterrupted run logs after 600. The stop is
+    # off the evaluation grid (400, 800, ...): the short run's last evaluation, made before its final checkpoint with
+    # fresh policy noise, must leave the training RNG as it was.
     tiny = [*TINY, "--bind", "Trainer.eval_every = 400"]
     full, part = tmp_path / "full", tmp_path / "part"
     run(*tiny, "--bind", "Trainer.total_steps = 1200", "--run-dir", str(full))
     run(*tiny, "--bind", "Trainer.total_steps = 600", "--run-dir", str(part))
-    run("--resume", str(part), "--bind", "Trainer.total_steps = 1200", "--no-display")
+    proc = run("--resume", str(part), "--bind", "Trainer.total_steps = 1200", "--no-display")
+    assert "resuming" in proc.stderr
     after = lambda d: [r for r in read_metrics(d) if r["step"] > 600]  # noqa: E731
     assert any("eval/return_mean" in r for r in after(full)) and after(part) == after(full)
 
@@ -125,10 +114,17 @@ def test_bad_input_ends_with_one_line(tmp_path):
     _one_line_error(run("--gin", "gin/flowrl_humanoid.gin", "--frobnicate", check=False), "unrecognized arguments")
 
 
-@pytest.mark.slow
-def test_corrupt_checkpoint_is_one_line_and_names_the_fallback(tmp_path):
-    run_dir = tmp_path / "corrupt"
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A finished tiny run: checkpoints at 600 and 1,200 env steps. Tests work on copies."""
+    run_dir = tmp_path_factory.mktemp("finished") / "run"
     run(*TINY, "--bind", "Trainer.total_steps = 1200", "--run-dir", str(run_dir))
+    return run_dir
+
+
+@pytest.mark.slow
+def test_corrupt_checkpoint_is_one_line_and_names_the_fallback(finished_run, tmp_path):
+    run_dir = shutil.copytree(finished_run, tmp_path / "corrupt")
     newest = list_checkpoints(run_dir)[-1]
     newest.write_bytes(newest.read_bytes()[:1000])  # a torn write that bypassed the atomic rename
     proc = run("--resume", str(run_dir), "--bind", "Trainer.total_steps = 1800", check=False)
@@ -136,8 +132,9 @@ def test_corrupt_checkpoint_is_one_line_and_names_the_fallback(tmp_path):
     assert "step_000000600.pt" in proc.stderr
 
 
-@pytest.mark.slow
-def test_fresh_run_refuses_a_folder_with_checkpoints(tmp_path):
-    run_dir = tmp_path / "used"
-    run(*TINY, "--bind", "Trainer.total_steps = 600", "--run-dir", str(run_dir))
+def test_fresh_run_refuses_a_folder_with_checkpoints(finished_run, tmp_path):
+    run_dir = shutil.copytree(finished_run, tmp_path / "used")
+    files = lambda: {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file() and p.name != ".lock"}  # noqa: E731
+    before = files()
     _one_line_error(run(*TINY, "--run-dir", str(run_dir), check=False), "already has checkpoints")
+    assert files() == before  # nothing lost (.lock holds the pid of the last process to open the folder)

@@ -81,18 +81,13 @@ def test_buffer_memory_is_close_to_one_float32_copy(tmp_path):
 
 
 @pytest.mark.slow
-def test_loop_times_the_real_runner_after_warmup(tmp_path):
-    r = bench("loop", tmp_path=tmp_path)
-    assert set(r["loop"]) == {"fp32", "bf16 autocast"}  # --quick skips the compiled variant
-    assert all(v["env_steps_per_s"] > 0 and v["timed_steps"] == 60 for v in r["loop"].values())
-    assert r["config"] == "quick size (hidden 32, batch 256)"  # not the paper's size it does not run
-
-
-@pytest.mark.slow
-def test_loop_times_other_agents_beside_flowrl_at_the_same_settings(tmp_path):
+def test_loop_times_the_real_runner_after_warmup_for_each_agent_at_the_same_settings(tmp_path):
     r = bench("loop", "--agent", "gin/agents/td3.gin", tmp_path=tmp_path)
+    # FlowRL always, beside each --agent; --quick skips the compiled variant
     assert set(r["loop"]) == {f"{a}: {p}" for a in ("flowrl", "td3") for p in ("fp32", "bf16 autocast")}
-    assert all(len(v["rounds"]) == 1 and v["env_steps_per_s"] > 0 for v in r["loop"].values())
+    assert all(len(v["rounds"]) == 1 and v["env_steps_per_s"] > 0 and v["timed_steps"] == 60
+               for v in r["loop"].values())
+    assert r["config"] == "quick size (hidden 32, batch 256)"  # not the paper's size it does not run
 
 
 def test_agents_times_every_agent_file_side_by_side(tmp_path):
