@@ -22,12 +22,11 @@ from flowrl.errors import UserError
 
 # Graphs: one per side of a policy-delay branch; DACER's entropy estimate (scikit-learn, never traced) breaks each
 # side into pieces, and its 1st, 2nd and 3rd updates take three sides (alpha's step, the actor's step, neither).
-AGENTS = {"flowrl": 2, "sac": 1, "td3": 2, "qvpo": 1, "sac_flow_g": 2, "sac_flow_t": 2, "dacer": 12}
-# Adam's eps for both agents of a comparison. The Transformer's time embedding and the biases ahead of its LayerNorms
-# get gradients near zero, which Adam's step turns into +-lr whatever their rounding: with eps 1e-8 the compiled and
-# eager parameters part by 4e-4 after 4 updates, with eps 1e-3 by 2e-7. A larger eps tests the update, not Adam's
-# amplification of rounding.
-ADAM_EPS = {"sac_flow_t": 1e-3}
+# SAC Flow-T is left out for the suite's time (30 s): it traces the same update as Flow-G around another velocity
+# network. Run by hand it matches eager to 2e-7 with Adam's eps at 1e-3; at the default 1e-8 its parameters part by
+# 4e-4 after 4 updates, as the Transformer's time embedding and the biases ahead of its LayerNorms get gradients near
+# zero, which Adam's step turns into +-lr whatever their rounding.
+AGENTS = {"flowrl": 2, "sac": 1, "td3": 2, "qvpo": 1, "sac_flow_g": 2, "dacer": 12}
 # DACER's 20-step chain, unrolled three times per graph (actor, target, entropy samples), compiles for minutes: the
 # test's chain is 3 steps, which traces the same code.
 BINDINGS = {"dacer": ["DiffusionPolicy.num_steps = 3", "DACERAgent.entropy_samples = 20"]}
@@ -37,11 +36,7 @@ RTOL, ATOL = 1e-4, 1e-5  # float32: the compiled step sums and fuses in another 
 def _agent(name: str):
     torch.manual_seed(0)
     parse([f"gin/agents/{name}.gin", "gin/smoke.gin"], BINDINGS.get(name, []))
-    agent = gin.query_parameter("Trainer.agent").scoped_configurable_fn(5, 2, device="cpu", amp_dtype=None)
-    for optimizer in agent.optimizers().values():
-        for group in optimizer.param_groups:
-            group["eps"] = ADAM_EPS.get(name, group["eps"])
-    return agent
+    return gin.query_parameter("Trainer.agent").scoped_configurable_fn(5, 2, device="cpu", amp_dtype=None)
 
 
 def _batches(count: int, size: int = 16):
