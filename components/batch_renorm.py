@@ -9,6 +9,7 @@ and also normalises its actor's inputs. The arithmetic follows the reference's F
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import gin
@@ -17,6 +18,7 @@ from torch import nn
 
 from components.ensemble import EnsembleLinear
 from components.jax_init import lecun_normal_
+from components.mlp import mlp
 
 
 @gin.configurable
@@ -111,14 +113,10 @@ class EnsembleBatchRenormMLP(nn.Module):
                  depth: int = 2, activation: type[nn.Module] = nn.ReLU,
                  norm: Callable[..., nn.Module] = BatchRenorm):
         super().__init__()
-        layers: list[nn.Module] = [norm(in_features, num_members=num_members)]
-        width = in_features
-        for _ in range(depth):
-            layers += [EnsembleLinear(num_members, width, hidden), activation(),
-                       norm(hidden, num_members=num_members)]
-            width = hidden
-        layers.append(EnsembleLinear(num_members, width, out_features))
-        self.net = nn.Sequential(*layers)
+        linear = functools.partial(EnsembleLinear, num_members)
+        self.net = mlp(in_features, out_features, hidden, depth, head=linear,
+                       block=lambda i, o: [linear(i, o), activation(), norm(o, num_members=num_members)],
+                       stem=[norm(in_features, num_members=num_members)])
         self.num_members = num_members
         for layer in self.net:
             if isinstance(layer, EnsembleLinear):

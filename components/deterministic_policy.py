@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from components.bounds import ActionBounds
-from components.gaussian_policy import mlp
+from components.mlp import mlp
 
 
 @gin.configurable

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from components.bounds import ActionBounds
+from components.mlp import linear_block, mlp
 
 NoiseFactory = Callable[[int, int], nn.Module]
 
@@ -139,13 +140,7 @@ class NoiseMLP(nn.Module):
         self.time_mlp = nn.Sequential(
             SinusoidalStepEmbedding(time_dim), nn.Linear(time_dim, hidden), Mish(), nn.Linear(hidden, time_dim)
         )
-        layers: list[nn.Module] = []
-        width = act_dim + time_dim + obs_dim
-        for _ in range(depth):
-            layers += [nn.Linear(width, hidden), Mish()]
-            width = hidden
-        layers.append(nn.Linear(width, act_dim))
-        self.net = nn.Sequential(*layers)
+        self.net = mlp(act_dim + time_dim + obs_dim, act_dim, hidden, depth, block=linear_block(Mish))
         reference_normal_init(self)
 
     def forward(self, obs: torch.Tensor, x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:

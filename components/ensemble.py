@@ -5,12 +5,15 @@ Shapes: input ``(B, in)`` shared by all members or ``(E, B, in)`` per member; ou
 
 from __future__ import annotations
 
+import functools
 import math
 
 import gin
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from components.mlp import mlp
 
 # Activations a config may name: ``EnsembleFeedForward.activation = @torch.nn.Mish``.
 for _activation in (nn.ReLU, nn.Mish, nn.GELU, nn.ELU, nn.SiLU, nn.Tanh):
@@ -97,13 +100,9 @@ class EnsembleFeedForward(nn.Module):
         activation: type[nn.Module] = nn.ReLU,
     ):
         super().__init__()
-        layers: list[nn.Module] = []
-        width = in_features
-        for _ in range(depth):
-            layers += [EnsembleLinear(num_members, width, hidden), activation()]
-            width = hidden
-        layers.append(EnsembleLinear(num_members, width, out_features))
-        self.net = nn.Sequential(*layers)
+        linear = functools.partial(EnsembleLinear, num_members)
+        self.net = mlp(in_features, out_features, hidden, depth, block=lambda i, o: [linear(i, o), activation()],
+                       head=linear)
         self.num_members = num_members
         for layer in self.net:
             if isinstance(layer, EnsembleLinear):

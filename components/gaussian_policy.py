@@ -11,15 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from components.bounds import ActionBounds
-
-
-def mlp(in_features: int, out_features: int, hidden: int, depth: int) -> nn.Sequential:
-    """``depth`` hidden layers of ``Linear(hidden) -> ReLU``, then ``Linear(out_features)``."""
-    layers: list[nn.Module] = []
-    for i in range(depth):
-        layers += [nn.Linear(in_features if i == 0 else hidden, hidden), nn.ReLU()]
-    layers.append(nn.Linear(hidden if depth else in_features, out_features))
-    return nn.Sequential(*layers)
+from components.mlp import mlp
 
 
 def tanh_log_det_jacobian(u: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from components.diffusion import Mish
+from components.mlp import linear_block, mlp
 
 
 def truncated_normal_init(module: nn.Module) -> None:
@@ -63,13 +64,7 @@ class DACERNoiseMLP(nn.Module):
         super().__init__()
         self.time_mlp = nn.Sequential(ScaledSinusoidalEmbedding(time_dim), nn.Linear(time_dim, 2 * time_dim),
                                       activation(), nn.Linear(2 * time_dim, time_dim))
-        layers: list[nn.Module] = []
-        width = obs_dim + act_dim + time_dim
-        for _ in range(depth):
-            layers += [nn.Linear(width, hidden), activation()]
-            width = hidden
-        layers.append(nn.Linear(width, act_dim))
-        self.net = nn.Sequential(*layers)
+        self.net = mlp(obs_dim + act_dim + time_dim, act_dim, hidden, depth, block=linear_block(activation))
         truncated_normal_init(self)
 
     def forward(self, obs: torch.Tensor, x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:

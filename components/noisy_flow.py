@@ -23,6 +23,7 @@ from torch import nn
 
 from components.bounds import ActionBounds
 from components.jax_init import flax_dense_init
+from components.mlp import mlp
 from components.sequence_velocity import GRUVelocity
 
 # step(x (B, A), t (B, 1), k) -> (velocity (B, A), log sigma of the step's noise (B, A))
@@ -71,13 +72,7 @@ class StateLogStd(nn.Module):
     def __init__(self, obs_dim: int, act_dim: int, hidden: int = 512, depth: int = 2, log_std_min: float = -5.0,
                  log_std_max: float = 2.0):
         super().__init__()
-        layers: list[nn.Module] = []
-        width = obs_dim
-        for _ in range(depth):
-            layers += [nn.Linear(width, hidden), nn.ReLU()]
-            width = hidden
-        layers.append(nn.Linear(width, act_dim))
-        self.net = nn.Sequential(*layers)
+        self.net = mlp(obs_dim, act_dim, hidden, depth)
         self.log_std_min, self.log_std_max = log_std_min, log_std_max
         flax_dense_init(self)
 

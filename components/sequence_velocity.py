@@ -13,7 +13,6 @@ import math
 
 import gin
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from components.batch_renorm import BatchRenorm

@@ -12,6 +12,8 @@ import gin
 import torch
 from torch import nn
 
+from components.mlp import mlp
+
 
 def xavier_init(module: nn.Module) -> None:
     """Xavier-uniform weights and zero biases on every ``nn.Linear`` below ``module`` (the reference's init)."""
@@ -33,13 +35,8 @@ class MLPVelocity(nn.Module):
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: int = 512, depth: int = 2):
         super().__init__()
-        layers: list[nn.Module] = []
-        width = obs_dim + act_dim + 1
-        for _ in range(depth):
-            layers += [nn.Linear(width, hidden), nn.LayerNorm(hidden), nn.ELU()]
-            width = hidden
-        layers.append(nn.Linear(width, act_dim))
-        self.net = nn.Sequential(*layers)
+        self.net = mlp(obs_dim + act_dim + 1, act_dim, hidden, depth,
+                       block=lambda i, o: [nn.Linear(i, o), nn.LayerNorm(o), nn.ELU()])
         xavier_init(self)
 
     def forward(self, obs: torch.Tensor, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
