@@ -16,14 +16,20 @@ if str(ROOT) not in sys.path:
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):
     """The ``slow`` tests (end-to-end runs of tens of seconds) first, the rest in their order: with ``-n 2`` a slow
-    test left to the end keeps one worker busy while the other idles. The tests that share a module-scoped fixture
-    (a real run made once for them) form one ``xdist_group``: with ``--dist loadgroup`` (pyproject's addopts) they go
-    to one worker, which makes the run once, where plain ``load`` scheduling would make it on both."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    test left to the end keeps one worker busy while the other idles.
+
+    The tests that share a module-scoped fixture (a real run made once for them) form one ``xdist_group``: with
+    ``--dist loadgroup`` (pyproject's addopts) they go to one worker, which makes the run once, where plain ``load``
+    scheduling would make it on both. They move as a group too, so that no reordering splits them (a module fixture
+    is made again when its tests are apart)."""
+    groups = {}
     for item in items:
         info = getattr(item, "_fixtureinfo", None)
         if info and any(defs[-1].scope == "module" for defs in info.name2fixturedefs.values()):
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+            groups[item] = item.module.__name__
+            item.add_marker(pytest.mark.xdist_group(groups[item]))
+    slow_groups = {groups[item] for item in groups if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: not (item.get_closest_marker("slow") or groups.get(item) in slow_groups))
 
 
 @pytest.fixture(autouse=True)

@@ -51,16 +51,17 @@ def test_smoke_overlay_runs_end_to_end_on_humanoid(tmp_path):
 
 @pytest.mark.slow
 def test_stop_and_resume_reproduces_the_uninterrupted_run(tmp_path):
-    # A run stopped at 600 and resumed (extended) to 1,200 logs what the uninterrupted run logs after 600. The stop is
-    # off the evaluation grid (400, 800, ...): the short run's last evaluation, made before its final checkpoint with
-    # fresh policy noise, must leave the training RNG as it was.
-    tiny = [*TINY, "--bind", "Trainer.eval_every = 400"]
+    # A run stopped at 400 and resumed (extended) to 800 logs what the uninterrupted run logs after 400. The stop is on
+    # the checkpoint grid (a checkpoint starts new env streams, so only a periodic one can be resumed exactly: the
+    # trainer's docstring) and off the evaluation grid (300, 600): the short run's last evaluation, made before its
+    # final checkpoint with fresh policy noise, must leave the training RNG as it was.
+    tiny = [*TINY, "--bind", "Trainer.eval_every = 300", "--bind", "Trainer.checkpoint_every = 400"]
     full, part = tmp_path / "full", tmp_path / "part"
-    run(*tiny, "--bind", "Trainer.total_steps = 1200", "--run-dir", str(full))
-    run(*tiny, "--bind", "Trainer.total_steps = 600", "--run-dir", str(part))
-    proc = run("--resume", str(part), "--bind", "Trainer.total_steps = 1200", "--no-display")
+    run(*tiny, "--bind", "Trainer.total_steps = 800", "--run-dir", str(full))
+    run(*tiny, "--bind", "Trainer.total_steps = 400", "--run-dir", str(part))
+    proc = run("--resume", str(part), "--bind", "Trainer.total_steps = 800", "--no-display")
     assert "resuming" in proc.stderr
-    after = lambda d: [r for r in read_metrics(d) if r["step"] > 600]  # noqa: E731
+    after = lambda d: [r for r in read_metrics(d) if r["step"] > 400]  # noqa: E731
     assert any("eval/return_mean" in r for r in after(full)) and after(part) == after(full)
 
 
