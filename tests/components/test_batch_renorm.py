@@ -115,3 +115,25 @@ def test_the_critic_body_defaults_are_crossq_s_and_the_init_reads_fan_in():
     assert [type(m).__name__ for m in body.net[:3]] == ["BatchRenorm", "EnsembleLinear", "ReLU"]
     # lecun_normal on fan-in 100 (not fan-out 1024): std 1/10
     assert linears[0].weight.std().item() == pytest.approx(0.1, rel=0.05)
+
+
+def test_d_is_clipped_from_below_too_and_the_step_count_is_an_integer():
+    norm = BatchRenorm(1, momentum=0.5, d_max=0.3, warmup_steps=1)
+    assert norm.steps.dtype == torch.long
+    norm(torch.tensor([[0.0], [2.0]]))  # warm-up: running mean 0.5, running var 0.5 + 0.5 = 1.0
+    shifted = torch.tensor([[-10.0], [-8.0]])  # batch mean -9: d = (-9 - 0.5) / sqrt(1 + 1e-3), clipped to -0.3
+    y = norm(shifted)
+    mean, var = shifted.mean(0), shifted.var(0, unbiased=False)
+    r = (torch.sqrt(var + 1e-3) / torch.sqrt(torch.tensor(1.0 + 1e-3))).clamp(1 / 3.0, 3.0)
+    expected = (shifted - (mean + 0.3 * var.sqrt() / r)) / torch.sqrt(var / r**2 + 1e-3)
+    torch.testing.assert_close(y, expected)
+
+
+def test_bf16_inputs_keep_float32_statistics_and_come_back_in_bf16():
+    x = torch.tensor([[0.1], [0.3], [0.7]])
+    exact, half = BatchRenorm(1, momentum=0.5), BatchRenorm(1, momentum=0.5)
+    exact(x.bfloat16().float())
+    y = half(x.bfloat16())
+    assert y.dtype == torch.bfloat16 and half.running_mean.dtype == torch.float32
+    torch.testing.assert_close(half.running_mean, exact.running_mean, rtol=0, atol=0)  # float32 arithmetic
+    torch.testing.assert_close(half.running_var, exact.running_var, rtol=0, atol=0)

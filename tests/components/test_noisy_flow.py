@@ -141,3 +141,25 @@ def test_action_bounds_scale_the_action_and_the_correction():
     y = a1
     torch.testing.assert_close(lp1 - lp2, (torch.log(2 * (1 - y**2) + 1e-6) - torch.log(1 - y**2 + 1e-6)).sum(-1,
                                                                                                            True))
+
+
+def test_one_step_is_allowed_and_zero_is_refused_by_name():
+    policy = NoisyFlowPolicy(3, 2, num_steps=1, velocity=lambda o, a: MLPVelocity(o, a, hidden=8))
+    action, log_prob = policy.sample_with_log_prob(torch.zeros(4, 3))
+    assert action.shape == (4, 2) and log_prob.shape == (4, 1)
+    x, lp = noisy_euler(lambda x, t, k: (torch.zeros_like(x), torch.zeros_like(x)), torch.zeros(2, 1), 1)
+    assert x.shape == (2, 1) and lp.shape == (2, 1)
+    with pytest.raises(ValueError, match="num_steps"):
+        NoisyFlowPolicy(3, 2, num_steps=0)
+    with pytest.raises(ValueError, match="MLPVelocity has none"):
+        NoisyFlowPolicy(3, 2, log_std=None, velocity=lambda o, a: MLPVelocity(o, a, hidden=8))
+
+
+def test_sampling_follows_the_observations_dtype_and_device():
+    torch.manual_seed(0)
+    policy = NoisyFlowPolicy(3, 2, velocity=lambda o, a: GRUVelocity(o, a, hidden=8)).double()
+    action, log_prob = policy.sample_with_log_prob(torch.zeros(4, 3, dtype=torch.float64))
+    assert action.dtype == log_prob.dtype == torch.float64
+    meta = NoisyFlowPolicy(3, 2, velocity=lambda o, a: MLPVelocity(o, a, hidden=8)).to("meta")
+    action, log_prob = meta.sample_with_log_prob(torch.zeros(4, 3, device="meta"))
+    assert action.device.type == log_prob.device.type == "meta"

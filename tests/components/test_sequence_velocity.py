@@ -99,3 +99,35 @@ def test_a_users_own_loop_trains_a_flow_policy_with_either_network(velocity):
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_attention_with_several_heads_and_queries_is_torch_s_scaled_dot_product_attention():
+    torch.manual_seed(0)
+    attn = Attention(8, num_heads=2)
+    query, memory = torch.randn(3, 4, 8), torch.randn(3, 5, 8)
+    heads = lambda y: y.reshape(3, -1, 2, 4).transpose(1, 2)  # noqa: E731
+    mixed = torch.nn.functional.scaled_dot_product_attention(heads(attn.q(query)), heads(attn.k(memory)),
+                                                             heads(attn.v(memory)))
+    torch.testing.assert_close(attn(query, memory), attn.out(mixed.transpose(1, 2).reshape(3, 4, 8)))
+
+
+def test_decoder_layers_use_batch_renorm_by_default_and_flax_s_layer_norm_otherwise():
+    from components.sequence_velocity import DecoderLayer
+
+    assert all(isinstance(n, BatchRenorm) for n in DecoderLayer(8, 2).norms)
+    plain = DecoderLayer(8, 2, batch_norm=False)
+    assert all(isinstance(n, torch.nn.LayerNorm) and n.eps == 1e-6 for n in plain.norms)
+    assert plain(torch.randn(3, 1, 8), torch.randn(3, 2, 8)).shape == (3, 1, 8)
+
+
+def test_transformer_takes_a_batch_of_one():
+    v = TransformerVelocity(3, 2, d_model=8, num_heads=2, num_layers=1, num_steps=4).eval()
+    assert v(torch.zeros(1, 3), torch.zeros(1, 2), torch.full((1, 1), 0.25)).shape == (1, 2)
+
+
+def test_flax_dense_init_zeroes_every_bias():
+    from components.jax_init import flax_dense_init
+
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2, bias=False))
+    flax_dense_init(net)
+    assert torch.equal(net[0].bias, torch.zeros(8)) and net[2].bias is None

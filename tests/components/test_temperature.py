@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from components.gaussian_policy import GaussianPolicy
-from components.temperature import Temperature
+from components.temperature import AlphaTemperature, Temperature
 
 
 def test_defaults():
@@ -71,3 +71,18 @@ def test_trained_with_a_policy_the_entropy_reaches_the_target(target, initial_lo
         opt_alpha.step()
     assert abs(start - target) > 1.0
     assert abs(entropy() - target) < 0.25, (start, entropy(), temperature.alpha.item())
+
+
+def test_alpha_temperature_loss_is_linear_in_alpha_by_hand_with_a_nonzero_target():
+    # SAC Flow's form: alpha * (-mean log pi - target); log pi = (-1, 2): -mean = -0.5; target -2: 0.5 (1.5) = 0.75
+    temperature = AlphaTemperature(act_dim=2, target_entropy=-2.0, initial_alpha=0.5)
+    loss, info = temperature.loss(torch.tensor([[-1.0], [2.0]]))
+    assert loss.item() == pytest.approx(0.75) and set(info) == {"loss", "alpha", "entropy"}
+    assert info["loss"].item() == pytest.approx(0.75) and info["entropy"].item() == pytest.approx(-0.5)
+    loss.backward()  # d/d log_alpha of alpha (1.5) = alpha * 1.5
+    assert temperature.log_alpha.grad.item() == pytest.approx(0.75)
+
+
+def test_temperature_loss_names_its_metrics():
+    _, info = Temperature(act_dim=1, target_entropy=0.0).loss(torch.tensor([[-3.0]]))
+    assert set(info) == {"loss", "alpha", "entropy"} and info["entropy"].item() == pytest.approx(3.0)

@@ -146,8 +146,14 @@ def test_checkpoint_names_are_stable():
 
 @pytest.mark.parametrize("bad", [dict(policy_delay=0)])
 def test_bad_settings_are_refused(bad):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="SACFlowAgent.policy_delay must be >= 1, got 0"):
         hand_agent(**bad)
+
+
+def test_networks_live_on_the_given_device():
+    agent = SACFlowAgent(3, 2, device="meta")
+    for name, module in agent.modules().items():
+        assert all(p.device.type == "meta" for p in module.parameters()), name
 
 
 def real_agent(seed: int = 0, transformer: bool = False, **kwargs) -> SACFlowAgent:
