@@ -249,6 +249,8 @@ def test_defaults_are_the_authors_under_weighted_aug():
     torch.manual_seed(0)
     agent = QVPOAgent(3, 2)
     assert isinstance(agent.policy, DiffusionPolicy) and isinstance(agent.critic, QEnsemble)
+    layers = [m.out_features for m in agent.policy.noise_net.net if isinstance(m, torch.nn.Linear)]
+    assert layers == [256, 256, 256, 2]  # NoiseMLP: 3 x 256, Mish
     assert agent.discount == 0.99 and agent.target_tau == 0.005 and agent.max_grad_norm == 2.0
     assert (agent.train_candidates, agent.behaviour_candidates, agent.eval_candidates, agent.target_candidates) == (
         64, 4, 32, 4)
