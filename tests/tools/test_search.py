@@ -67,11 +67,15 @@ def test_a_study_prunes_on_ray_survives_a_killed_driver_and_reports(tmp_path):
     assert [t.state.name for t in study.trials] == ["COMPLETE", "PRUNED"]
     assert [t.params["EnvpoolDMC.max_episode_steps"] for t in study.trials] == [100, 5]
     full, pruned = evals(trial_dir[0]), evals(trial_dir[1])
-    assert sorted(full) == [100, 200, 300] and sorted(pruned) == [100]  # stopped after its first evaluation
-    assert pruned[100] <= 5.0 < full[100]  # 5 steps of rewards <= 1; the median of one finished trial is its value
+    # The driver reads a trial's evaluations once a second, so a fast trial may log a second one before it is judged:
+    # it is pruned at the newest evaluation the driver saw (100, or 200 on a loaded machine), never at the end.
+    at = json.loads((trial_dir[1] / "pruned.json").read_text())["step"]
+    assert sorted(full) == [100, 200, 300] and at in (100, 200) and sorted(pruned) in ([100], [100, 200])
+    assert max(pruned) <= at + 100  # stopped within one evaluation of the verdict
+    assert pruned[at] <= 5.0 < full[at]  # 5 steps of rewards <= 1; the median of one finished trial is its value
     assert 100 <= last_checkpoint(trial_dir[1]) < TOTAL  # it ended with a checkpoint, early
-    assert json.loads((trial_dir[1] / "pruned.json").read_text())["step"] == 100
-    assert study.trials[1].value == pruned[100] and study.trials[0].value == full[300]
+    # Its value: the last evaluation it logged (the driver reports each one it reads until the run has stopped)
+    assert study.trials[1].value == pruned[max(pruned)] and study.trials[0].value == full[300]
 
     # Continued here to three trials; the driver is killed while the third runs, then started again.
     args = [*TINY, *STUDY, "--search", "3", "--out", str(out)]
@@ -105,7 +109,7 @@ def test_a_study_prunes_on_ray_survives_a_killed_driver_and_reports(tmp_path):
     text = (out / "report.md").read_text()
     rows = re.findall(r"^\| (\d+) \| ([\d.]+) \| ([\d,]+) \| (\d+) \|$", text, re.M)
     assert {int(n): float(v) for n, v, _, _ in rows} == {n: round(v, 2) for n, v in finals.items()}
-    assert re.search(r"trial 1 at env step \d+ \(" + f"{pruned[100]:.2f} at its last report", text)
+    assert re.search(r"trial 1 at env step \d+ \(" + f"{pruned[max(pruned)]:.2f} at its last report", text)
     numbers = json.loads((out / "report.json").read_text())["study"]
     assert [(t["number"], t["state"], t["value"]) for t in numbers["trials"]] == [
         (t.number, t.state.name.lower(), t.value) for t in study.trials]
