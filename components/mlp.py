@@ -1,7 +1,9 @@
-"""The one MLP builder behind every feed-forward network in components: ``depth`` hidden blocks, then a head.
+"""The MLP builder behind the plain feed-forward networks in components: ``depth`` hidden blocks, then a head.
 
-Each network differs only in its block (plain, LayerNorm, BatchRenorm, batched over ensemble members) and its init,
-so the layer list is written once here; the ``nn.Sequential`` indices (checkpoint names) are those the networks had.
+The policies, velocity, noise and log-std networks and two ensemble critic bodies differ only in their block (plain,
+LayerNorm, BatchRenorm, batched over ensemble members) and their init, so the layer list is written once here; the
+``nn.Sequential`` indices (checkpoint names) are those the networks had. (``EnsembleMLP``, FlowRL's critic body,
+keeps its own loop: its input layer and its last hidden layer have a LayerNorm and no activation.)
 """
 
 from __future__ import annotations
