@@ -15,3 +15,18 @@ class NonFiniteLossError(RuntimeError):
 
 class CheckpointWriteError(UserError):
     """A checkpoint could not be written (a full disk); the partial file is gone and older checkpoints are kept."""
+
+
+def install_hint(extra: str) -> str:
+    """The command that installs flowrl's optional ``extra`` the way this flowrl was installed.
+
+    From a checkout (an editable install, or the sources on the path) that is ``pip install -e '.[extra]'`` (with the
+    checkout's path when the current folder is not the checkout); from a wheel or PyPI, ``pip install
+    'flowrl-kit[extra]'``."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "pyproject.toml").is_file() or root.name in ("site-packages", "dist-packages"):
+        return f"pip install 'flowrl-kit[{extra}]'"
+    where = "." if Path.cwd().resolve() == root else str(root)
+    return f"pip install -e '{where}[{extra}]'"

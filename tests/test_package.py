@@ -3,6 +3,7 @@ console commands, and runs a short smoke config from a folder outside the reposi
 
 import json
 import shutil
+import site
 import subprocess
 import sys
 from pathlib import Path
@@ -28,7 +29,11 @@ def sh(*args, cwd, timeout=300):
 @pytest.fixture(scope="module")
 def venv(tmp_path_factory):
     """A wheel built from a copy of the sources (the checkout gets no build/ folder), installed into a new venv that
-    sees this environment's packages (--system-site-packages) but takes flowrl only from the wheel."""
+    sees the packages of the interpreter running the suite but takes flowrl only from the wheel.
+
+    ``--system-site-packages`` would not do: from inside a virtual environment it points at the base interpreter's
+    site-packages, not this one's. A ``.pth`` file in the new venv adds this interpreter's site folders (their own
+    ``.pth`` files included) after the venv's own, so the wheel's flowrl comes first."""
     base = tmp_path_factory.mktemp("package")
     src = base / "src"
     src.mkdir()
@@ -40,7 +45,12 @@ def venv(tmp_path_factory):
        cwd=src)
     wheel = next((base / "dist").glob("flowrl_kit-*.whl"))
     assert wheel.name.startswith(f"flowrl_kit-{flowrl.__version__}-")
-    sh(sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", base / "venv", cwd=base)
+    sh(sys.executable, "-m", "venv", "--without-pip", base / "venv", cwd=base)
+    purelib = sh(base / "venv" / "bin" / "python", "-c", "import sysconfig; print(sysconfig.get_path('purelib'))",
+                 cwd=base).stdout.strip()
+    ours = [p for p in dict.fromkeys([*site.getsitepackages(), site.getusersitepackages()]) if Path(p).is_dir()]
+    (Path(purelib) / "suite_packages.pth").write_text(
+        "".join(f"import site; site.addsitedir({p!r})\n" for p in ours))
     sh(sys.executable, "-m", "pip", "--python", base / "venv" / "bin" / "python", "install", "--no-deps", "-q", wheel,
        cwd=base)
     return base / "venv"

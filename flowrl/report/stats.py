@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from flowrl.errors import MissingDependencyError
+from flowrl.errors import MissingDependencyError, install_hint
 
 # Success targets of HumanoidBench tasks: each task class's ``success_bar`` in carlosferrazza/humanoid-bench
 # (humanoid_bench/envs/*.py at commit 791405f5, May 2025), the same for every robot. Tasks inherit their parent's:
@@ -43,7 +43,7 @@ def _rliable():
     try:
         from rliable import library, metrics
     except ImportError:
-        raise MissingDependencyError("rliable is not installed; fix: pip install -e '.[sweep]'") from None
+        raise MissingDependencyError(f"rliable is not installed; fix: {install_hint('sweep')}") from None
     return library, metrics
 
 

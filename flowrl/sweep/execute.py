@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
-from flowrl.errors import MissingDependencyError, UserError
+from flowrl.errors import MissingDependencyError, UserError, install_hint
 from flowrl.sweep.monitor import SweepMonitor
 from flowrl.sweep.plan import Trial
 from flowrl.sweep.synced import run_stored
@@ -77,7 +77,7 @@ def require_ray(address: str | None = None):
     try:
         import ray
     except ImportError:
-        raise MissingDependencyError("Ray is not installed; fix: pip install -e '.[sweep]' (or drop --ray)") from None
+        raise MissingDependencyError(f"Ray is not installed; fix: {install_hint('sweep')} (or drop --ray)") from None
     return ray
 
 

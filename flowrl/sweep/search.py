@@ -20,7 +20,7 @@ from typing import Sequence
 
 from flowrl.checks import check_config, value_of
 from flowrl.config import parse
-from flowrl.errors import MissingDependencyError, UserError
+from flowrl.errors import MissingDependencyError, UserError, install_hint
 from flowrl.logger import read_metrics
 from flowrl.run_folder import slug
 from flowrl.sweep import _StopSignals, space as space_module, usable_cores
@@ -40,7 +40,7 @@ def require_optuna():
     try:
         import optuna
     except ImportError:
-        raise MissingDependencyError("Optuna is not installed; fix: pip install -e '.[search]' (or drop --search)") \
+        raise MissingDependencyError(f"Optuna is not installed; fix: {install_hint('search')} (or drop --search)") \
             from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

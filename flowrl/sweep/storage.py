@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from flowrl.errors import MissingDependencyError, UserError
+from flowrl.errors import MissingDependencyError, UserError, install_hint
 
 CHECKPOINT = re.compile(r"^checkpoints/step_(\d+)\.pt$")
 LOCAL_ENV = "FLOWRL_SWEEP_LOCAL_DIR"  # a node's folder for its trials' working copies
@@ -31,7 +31,7 @@ def _fs_module():
     try:
         import pyarrow.fs as pafs
     except ImportError:
-        raise MissingDependencyError("--storage needs pyarrow; fix: pip install -e '.[sweep]'") from None
+        raise MissingDependencyError(f"--storage needs pyarrow; fix: {install_hint('sweep')}") from None
     return pafs
 
 

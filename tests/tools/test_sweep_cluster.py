@@ -50,7 +50,7 @@ def _node(args: list[str], temp: Path, local: Path, env: dict) -> tuple[subproce
     """`ray start --block` in its own process group (its raylet and workers stay in it); its output goes to a file."""
     log = temp.with_suffix(".log")
     env = {**env, "FLOWRL_SWEEP_LOCAL_DIR": str(local)}
-    proc = subprocess.Popen(["ray", "start", "--block", "--num-cpus=1", f"--temp-dir={temp}",
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "ray"), "start", "--block", "--num-cpus=1", f"--temp-dir={temp}",
                              f"--dashboard-agent-listen-port={_free_port()}", "--disable-usage-stats", *args],
                             cwd=temp.parent, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT,
                             start_new_session=True)
