@@ -13,6 +13,10 @@ class NonFiniteLossError(RuntimeError):
     """A loss became NaN or inf; the run stops and the last good checkpoint is kept."""
 
 
+class VideoUnavailable(RuntimeError):
+    """No video can be made here (no renderer, no encoder, a task family without a renderer); one line says why."""
+
+
 class CheckpointWriteError(UserError):
     """A checkpoint could not be written (a full disk); the partial file is gone and older checkpoints are kept."""
 

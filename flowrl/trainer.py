@@ -8,150 +8,48 @@ interrupted and resumed from a periodic checkpoint therefore reproduces the unin
 from __future__ import annotations
 
 import math
-import os
 import signal
-import sys
 from pathlib import Path
-from typing import Callable
 
-import gin
 import numpy as np
 import torch
 
-from components.buffers import ReplayBuffer
-from flowrl.agents.compiled import compile_mode
-from flowrl.agents.flowrl import FlowRLAgent
-from flowrl.agents.protocol import missing_members
-from flowrl.checkpoint import load_checkpoint, require, rng_state, save_checkpoint, set_rng_state
+from flowrl import config
 from flowrl.display import Progress
-from flowrl.envs.registry import make_env
 from flowrl.errors import NonFiniteLossError, UserError
 from flowrl.evaluation import evaluate
-from flowrl.hardware import choose_bf16
-from flowrl.logger import MetricsLogger
-from flowrl.video import VideoUnavailable
+from flowrl.run.checkpoints import load_checkpoint, require, rng_state, save_checkpoint, set_rng_state
+from flowrl.run.metrics import MetricsLogger
 
 CHECKPOINT_FORMAT = 1
 STATE_KEYS = ("format", "env_steps", "segment", "update_debt", "window", "agent", "buffer", "rng")
 
 
-def threads_for_shared_cores(cpus: int, load: float, threads: int) -> int:
-    """Intra-op threads for a run that finds ``load`` (the 1-minute load average) on ``cpus`` cores: torch's default
-    ``threads`` when they are free, else one per core left free (at least one). Threads that wait for a busy core
-    stall every matmul: with one of two cores busy, two threads made a small run 4x slower than one."""
-    free = max(1, int(cpus - load + 0.5))
-    return min(threads, free)
-
-
-def _cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` picks CUDA when available, else the CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-@gin.configurable
 class Trainer:
-    """Trains an agent on a task. ``env_steps`` counts transitions over all parallel envs.
+    """Trains a built run (:func:`flowrl.build.build`'s ``Parts``): collect, learn, evaluate, checkpoint, log.
 
-    Args:
-        agent: factory ``(obs_dim, act_dim, device=, amp_dtype=) -> agent`` with ``act``, ``update``, ``state_dict``
-            and ``compile``.
-        buffer: factory ``(obs_dim, act_dim, num_envs=, device=, seed=) -> ReplayBuffer``.
-        env_fn: factory ``(num_envs=, seed=) -> VecEnv`` (``make_env`` with ``make_env.task`` bound).
-        updates_per_step: gradient updates per env step after warm-up (update-to-data ratio).
-        eval_deterministic: evaluate from zero noise instead of the reference's fresh noise.
-        compile: ``'update'``: the whole update as one compiled function (losses, backward, optimiser and target
-            steps; ``flowrl/agents/compiled.py``); ``'update+cudagraph'``: that, replayed as a CUDA graph (CUDA only,
-            not yet run on a GPU here); ``'networks'`` (or True, its old spelling): each network's forward compiled;
-            False (default): eager. Compiling takes minutes on a CPU before the first update (BENCHMARKS.md).
-        bf16_autocast: run updates under bfloat16 autocast. None (default) follows the hardware: on CUDA the
-            reference's precision (bf16 autocast, and TF32 matmuls for what stays float32), on a CPU bf16 only where
-            it is native (AVX512-BF16 or AMX), else float32 (``flowrl/hardware.py``). True on a CPU without native
-            bf16 runs, with one ``note:`` line saying what it costs.
-        display: a live panel on a terminal (False: one plain progress line per log interval).
-        video_every: every this many evaluations (and at the last), one more evaluation episode is rendered into
-            ``videos/step_<N>.mp4`` (TensorBoard and W&B too); 0 (default): no videos. ``Video`` sets the size.
-        wandb: also log to Weights & Biases (:mod:`flowrl.wandb_sink`; offline without a login).
-        num_threads: torch's intra-op threads. 0 (default) chooses: torch's default (one per core) when the cores are
-            free, fewer (down to one) when the load average says other work shares them; ``thread_note`` says which.
+    It builds nothing but each segment's envs (``parts.settings.env_fn``, seeded per segment) and evaluation envs;
+    ``parts.hooks`` run after each evaluation (a video). The loop's settings are ``parts.settings``
+    (:class:`flowrl.build.Settings`, bound in configs as ``Trainer.*``).
     """
 
-    def __init__(
-        self,
-        run_dir: Path,
-        seed: int = 0,
-        device: str = "auto",
-        agent: Callable = FlowRLAgent,
-        buffer: Callable = ReplayBuffer,
-        env_fn: Callable = make_env,
-        total_steps: int = 1_000_000,
-        warmup_steps: int = 5_000,
-        num_envs: int = 1,
-        updates_per_step: float = 1.0,
-        batch_size: int = 256,
-        eval_every: int = 10_000,
-        eval_episodes: int = 5,
-        eval_deterministic: bool = False,
-        checkpoint_every: int = 50_000,
-        log_every: int = 1_000,
-        compile: bool | str = False,
-        bf16_autocast: bool | None = None,
-        display: bool = True,
-        num_threads: int = 0,
-        video_every: int = 0,
-        wandb: bool = False,
-    ):
-        self.run_dir, self.seed = Path(run_dir), seed
-        self.device = resolve_device(device)
-        self.env_fn, self.num_envs = env_fn, num_envs
-        self.total_steps, self.warmup_steps = total_steps, warmup_steps
-        self.updates_per_step, self.batch_size = updates_per_step, batch_size
-        self.eval_every, self.eval_episodes, self.eval_deterministic = eval_every, eval_episodes, eval_deterministic
-        self.checkpoint_every, self.log_every, self.display = checkpoint_every, log_every, display
-        self.thread_note = ""
-        self.video_every, self.wandb, self.last_video = video_every, wandb, None
-        if num_threads == 0 and hasattr(os, "getloadavg"):
-            default, load = torch.get_num_threads(), os.getloadavg()[0]
-            num_threads = threads_for_shared_cores(_cpus(), load, default)
-            if num_threads < default:
-                self.thread_note = (f"cores shared (load {load:.1f} on {_cpus()} cores): torch uses {num_threads} "
-                                    f"thread{'s' * (num_threads > 1)}; bind Trainer.num_threads to choose")
-        if num_threads > 0:
-            torch.set_num_threads(num_threads)
-        torch.manual_seed(seed)
-        np.random.seed(seed)
-        self.env = env_fn(num_envs=num_envs, seed=seed)
-        self.obs_dim, self.act_dim = self.env.obs_dim, self.env.act_dim
-        if bf16_autocast is None and self.device.type == "cuda":
-            # the reference's CUDA precision; a global switch, so set only where the device is chosen
-            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-        bf16_autocast, precision_note = choose_bf16(bf16_autocast, self.device)
-        if precision_note:
-            print(precision_note, file=sys.stderr)
-        self.bf16_autocast, self.compiled = bf16_autocast, compile_mode(compile)
-        amp_dtype = torch.bfloat16 if bf16_autocast else None
-        self.agent = agent(self.obs_dim, self.act_dim, device=self.device, amp_dtype=amp_dtype)
-        if missing := missing_members(self.agent):
-            raise UserError(f"Trainer.agent built a {type(self.agent).__name__}, which lacks {', '.join(missing)} of "
-                            "the agent interface; fix: subclass flowrl.agents.base.ActorCritic (flowrl/agents/protocol.py)")
-        if self.compiled == "networks":
-            self.agent.compile()
-        elif self.compiled:
-            if not hasattr(self.agent, "compile_update"):
-                raise UserError(f"Trainer.compile = '{self.compiled}' compiles an ActorCritic's update; a "
-                                f"{type(self.agent).__name__} has no compile_update; fix: bind Trainer.compile = "
-                                "'networks'")
-            self.agent.compile_update(cudagraph=self.compiled == "update+cudagraph")
-        self.buffer = buffer(self.obs_dim, self.act_dim, num_envs=num_envs, device=self.device, seed=seed)
-        self.rng = np.random.default_rng(seed)
+    def __init__(self, run_dir: Path, parts):
+        s = parts.settings
+        self.run_dir, self.seed, self.settings = Path(run_dir), s.seed, s
+        self.device, self.env_fn, self.num_envs = parts.device, s.env_fn, s.num_envs
+        self.total_steps, self.warmup_steps = s.total_steps, s.warmup_steps
+        self.updates_per_step, self.batch_size = s.updates_per_step, s.batch_size
+        self.eval_every, self.eval_episodes, self.eval_deterministic = s.eval_every, s.eval_episodes, s.eval_deterministic
+        self.checkpoint_every, self.log_every, self.display = s.checkpoint_every, s.log_every, s.display
+        self.wandb, self.thread_note, self.threads = s.wandb, parts.thread_note, parts.threads
+        self.env, self.obs_dim, self.act_dim = parts.env, parts.obs_dim, parts.act_dim
+        self.agent, self.buffer, self.hooks = parts.agent, parts.buffer, list(parts.hooks)
+        self.bf16_autocast, self.compiled = parts.bf16_autocast, parts.compiled
+        self.rng = np.random.default_rng(self.seed)
         self.env_steps, self.segment, self.update_debt = 0, 0, 0.0
         self.window: dict[str, list[float]] = {}
         self._stop_signal: int | None = None
+        self._media: list[tuple] = []
 
     # --------------------------------------------------------------------------------------------------- state
     def state_dict(self) -> dict:
@@ -165,7 +63,7 @@ class Trainer:
             "buffer": self.buffer.state_dict(),
             "rng": {"global": rng_state(), "trainer": self.rng.bit_generator.state},
             "shapes": {"obs_dim": self.obs_dim, "act_dim": self.act_dim, "num_envs": self.num_envs},
-            "config": gin.operative_config_str(),
+            "config": config.operative(),
         }
 
     def load(self, path: Path, state: dict | None = None) -> None:
@@ -254,9 +152,8 @@ class Trainer:
                 if self._crossed(prev_steps, self.eval_every) or self.env_steps >= self.total_steps:
                     last_eval = self._evaluate()
                     logger.log(self.env_steps, {f"eval/{k}": v for k, v in last_eval.items()})
-                    if self.last_video is not None:
-                        logger.video(self.env_steps, *self.last_video)
-                        self.last_video = None
+                    for media in self._media:
+                        logger.video(self.env_steps, *media)
                     progress.last_eval = last_eval["return_mean"]
                     progress.update(self.env_steps, updates_done)
                 if self._crossed(prev_steps, self.checkpoint_every) or self.env_steps >= self.total_steps:
@@ -315,37 +212,15 @@ class Trainer:
         # Evaluation draws its policy noise from its own seed, and leaves training's RNG as it found it: a run's
         # last evaluation (made before its final checkpoint) must not change how an extended run continues.
         devices = [self.device] if self.device.type == "cuda" else []
+        act = lambda o: self.agent.act(o, deterministic=self.eval_deterministic)  # noqa: E731
         try:
             with torch.random.fork_rng(devices=devices):
                 torch.manual_seed(seed)
-                result = evaluate(lambda o: self.agent.act(o, deterministic=self.eval_deterministic), env)
-                if self._video_due():
-                    self._record_video(seed)
+                result = evaluate(act, env)
+                self._media = [m for hook in self.hooks if (m := hook(self.run_dir, self.env_steps, act, seed))]
                 return result
         finally:
             env.close()
-
-    def _video_due(self) -> bool:
-        if self.video_every <= 0:
-            return False
-        if self.eval_every <= 0 or self.env_steps >= self.total_steps:
-            return True
-        return (self.env_steps // self.eval_every) % self.video_every == 0
-
-    def _record_video(self, seed: int) -> None:
-        """One evaluation episode (seeded like the first) rendered to ``videos/step_<N>.mp4``; where that cannot be
-        done, one note and no more videos in this run."""
-        from flowrl import video
-
-        try:
-            act = lambda o: self.agent.act(o, deterministic=self.eval_deterministic)  # noqa: E731
-            frames, fps = video.record(act, video.bound_task(), seed)
-            path = video.write_mp4(video.video_path(self.run_dir, self.env_steps), frames, fps)
-        except VideoUnavailable as e:
-            print(f"note: {e}; training goes on without videos", file=sys.stderr)
-            self.video_every = 0
-            return
-        self.last_video = (path, frames, fps)
 
     def _accumulate(self, metrics: dict[str, float]) -> None:
         for k, v in metrics.items():
@@ -366,6 +241,6 @@ class Trainer:
 
 
 def _optimizer_settings(agent) -> list[tuple[torch.optim.Optimizer, list[dict]]]:
-    """Each optimiser of ``agent`` (any attribute that is one) with its param groups' settings, without the params."""
-    optimizers = [v for v in vars(agent).values() if isinstance(v, torch.optim.Optimizer)]
+    """Each optimiser of ``agent`` (its ``optimizers()``) with its param groups' settings, without the params."""
+    optimizers = list(agent.optimizers().values()) if hasattr(agent, "optimizers") else []
     return [(o, [{k: v for k, v in g.items() if k != "params"} for g in o.param_groups]) for o in optimizers]

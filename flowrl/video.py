@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -18,16 +19,15 @@ from typing import Callable
 import gin
 import numpy as np
 
+from flowrl.errors import VideoUnavailable  # noqa: F401  (raised here, caught by callers as video.VideoUnavailable)
+from flowrl.run import files
+
 # Before any MuJoCo GL module is imported: they read the backend once. (flowrl.envs.dmc makes the same choice.)
 if "DISPLAY" not in os.environ:
     os.environ.setdefault("MUJOCO_GL", "egl")
 
 RENDERER_FIX = ("install an off-screen OpenGL: EGL (Debian: apt-get install libegl1 libgl1-mesa-dri) or OSMesa "
                 "(libosmesa6, with MUJOCO_GL=osmesa)")
-
-
-class VideoUnavailable(RuntimeError):
-    """No video can be made here (no renderer, no encoder, a task family without a renderer); one line says why."""
 
 
 @gin.configurable
@@ -137,21 +137,53 @@ def gif_bytes(frames: np.ndarray, fps: float, max_fps: float = 10.0, max_width: 
     return buffer.getvalue(), small.shape[1], small.shape[2]
 
 
-def bound_task() -> str:
-    """The task of the parsed config (``make_env.task``): what a video draws."""
-    try:
-        task = gin.query_parameter("make_env.task")
-    except ValueError:
-        task = None
+def require_task(task: str | None) -> str:
+    """``task`` (the config's ``make_env.task``), or a one-line VideoUnavailable when the config names none."""
     if not isinstance(task, str):
         raise VideoUnavailable("videos need the config's task (make_env.task is unbound); fix: bind make_env.task, "
                                "or Trainer.video_every = 0")
     return task
 
 
+class VideoHook:
+    """An evaluation hook: every ``video_every``-th evaluation (and the last, at ``total_steps``), one more episode
+    of ``task``, seeded like the evaluation's first, rendered into ``RUN/videos/step_<N>.mp4``. Where no video can be
+    made, one ``note:`` line and no more videos in this run.
+
+    Called as ``hook(run_dir, env_steps, act, seed)``; returns ``(path, frames, fps)`` for the logger, or None.
+    """
+
+    def __init__(self, task: str | None, video_every: int, eval_every: int, total_steps: int):
+        self.task, self.video_every, self.eval_every, self.total_steps = task, video_every, eval_every, total_steps
+
+    def due(self, env_steps: int) -> bool:
+        if self.video_every <= 0:
+            return False
+        if self.eval_every <= 0 or env_steps >= self.total_steps:
+            return True
+        return (env_steps // self.eval_every) % self.video_every == 0
+
+    def __call__(self, run_dir: Path, env_steps: int, act: Callable, seed: int) -> tuple | None:
+        if not self.due(env_steps):
+            return None
+        try:
+            frames, fps = record(act, require_task(self.task), seed)
+            return write_mp4(video_path(run_dir, env_steps), frames, fps), frames, fps
+        except VideoUnavailable as e:
+            print(f"note: {e}; training goes on without videos", file=sys.stderr)
+            self.video_every = 0
+            return None
+
+
+def hook(settings, task: str | None) -> VideoHook:
+    """The video hook a run's settings ask for (``Trainer.video_every``, ``eval_every``, ``total_steps``) on
+    ``task``."""
+    return VideoHook(task, settings.video_every, settings.eval_every, settings.total_steps)
+
+
 def video_path(run_dir: Path, step: int) -> Path:
     """``RUN/videos/step_<N>.mp4``, N zero-padded like checkpoints so names sort by step."""
-    return Path(run_dir) / "videos" / f"step_{step:09d}.mp4"
+    return files.video_path(run_dir, step)
 
 
 def _short(e: Exception) -> str:

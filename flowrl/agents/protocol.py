@@ -13,8 +13,9 @@ from components.buffers import Batch
 @runtime_checkable
 class Agent(Protocol):
     """``act`` and ``update`` for the loop, ``state_dict`` and ``load_state_dict`` for checkpoints, ``compile`` for
-    ``Trainer.compile``, ``num_updates`` for the log. (``ActorCritic`` adds ``modules`` and ``optimizers``, which the
-    benchmarks and checkpoint tests read, but the runner does not need.)"""
+    ``Trainer.compile``, ``num_updates`` for the log. Optional: ``optimizers() -> {name: Optimizer}``, which a resume
+    reads to keep the config's optimiser settings (learning rate, betas) over the checkpoint's; without it a resumed
+    agent keeps the checkpoint's. (``ActorCritic`` provides ``optimizers`` and adds ``modules``.)"""
 
     num_updates: int
 

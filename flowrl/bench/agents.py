@@ -7,11 +7,11 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-import gin
 import torch
 
 from components.buffers import ReplayBuffer
 from flowrl.bench import utils as bu
+from flowrl.build import Settings, make_agent
 from flowrl.config import parse
 
 AGENT_FILES = ("gin/agents/flowrl.gin", "gin/agents/qvpo.gin", "gin/agents/dacer.gin", "gin/agents/sac_flow_g.gin",
@@ -22,8 +22,7 @@ def build(agent_file: str, obs_dim: int, act_dim: int, amp_dtype: torch.dtype | 
           device: torch.device | str = "cpu") -> object:
     """The agent ``agent_file`` configures (``Trainer.agent``), with ``overlays`` parsed after it."""
     parse([agent_file, *overlays])
-    factory = gin.query_parameter("Trainer.agent").scoped_configurable_fn
-    return factory(obs_dim, act_dim, device=device, amp_dtype=amp_dtype)
+    return make_agent(Settings(), obs_dim, act_dim, torch.device(device), amp_dtype)
 
 
 def compare(agent_files=AGENT_FILES, dtypes=("fp32",), dims=bu.HUMANOID_RUN, batch: int = 256, rounds: int = 3,

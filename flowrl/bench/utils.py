@@ -28,7 +28,7 @@ from components.samplers import RecentMixSampler
 from components.velocity import MLPVelocity
 from flowrl.agents.flowrl import FlowRLAgent
 from flowrl.errors import UserError
-from flowrl.logger import read_metrics
+from flowrl.run.metrics import read_metrics
 
 HUMANOID_RUN = (67, 21)  # (obs_dim, act_dim) of dmc/humanoid-run
 DOG_RUN = (223, 38)  # (obs_dim, act_dim) of dmc/dog-run
@@ -105,10 +105,9 @@ def make_agent(obs_dim: int, act_dim: int, hidden: int, amp_dtype: torch.dtype |
 
 def compile_agent(agent, mode: str | bool, backend: str = "inductor") -> None:
     """What ``Trainer.compile = mode`` does to ``agent`` (``'networks'``, ``'update'``, ``'update+cudagraph'``)."""
-    if mode == "networks":
-        agent.compile()
-    elif mode:
-        agent.compile_update(cudagraph=mode == "update+cudagraph", backend=backend)
+    from flowrl.build import compile_agent as build_compile  # what the runner's builder does, not a copy
+
+    build_compile(agent, mode, backend)
 
 
 def fill_buffer(buffer: ReplayBuffer, rows: int, seed: int = 0, pool: int = 256) -> float:

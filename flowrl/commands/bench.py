@@ -349,11 +349,11 @@ def cmd_loop(args: argparse.Namespace, console: Console) -> dict:
 def _loop_rate(files: list[str], bindings: list[str], warmup: int, steps: int, device: str = "cpu") -> float:
     """Env steps/s of ``steps`` learning-phase steps of a Trainer built from ``files`` + ``bindings``."""
     from flowrl.config import parse
-    from flowrl.trainer import Trainer
+    from flowrl.build import build_trainer
 
     parse(files, bindings)
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(run_dir=Path(tmp), device=device, num_threads=torch.get_num_threads())
+        trainer = build_trainer(Path(tmp), device=device, num_threads=torch.get_num_threads())
         trainer.total_steps = warmup + 20
         trainer.train()  # warm-up (random actions) and 20 updates, which also compile where asked
         trainer.total_steps += steps
@@ -368,7 +368,7 @@ def cmd_agents(args: argparse.Namespace, console: Console) -> dict:
     each at its own paper's sizes (its gin/agents/ file), humanoid-run dims, batch 256, fp32 and, where the CPU
     computes bf16 natively, bf16; interleaved round by round in one process."""
     from flowrl.bench.agents import AGENT_FILES, compare  # noqa: PLC0415
-    from flowrl.hardware import cpu_has_native_bf16  # noqa: PLC0415
+    from flowrl.build.hardware import cpu_has_native_bf16  # noqa: PLC0415
 
     dtypes = ["fp32"] + (["bf16"] if cpu_has_native_bf16() and not args.quick else [])
     overlays = ["gin/smoke.gin"] if args.quick else []

@@ -12,15 +12,13 @@ import json
 import sys
 from pathlib import Path
 
-import gin
-
-from flowrl import video
-from flowrl.checkpoint import latest_checkpoint, load_checkpoint, require
-from flowrl.checks import check_device
+from flowrl import config, video
+from flowrl.build import Settings, make_agent, resolve_device
 from flowrl.cli import OneLineParser, positive_int, prog, run_main
-from flowrl.config import parse
+from flowrl.config.checks import check_device
 from flowrl.evaluation import evaluate
-from flowrl.trainer import resolve_device
+from flowrl.run import files
+from flowrl.run.checkpoints import latest_checkpoint, load_checkpoint, require
 
 
 def main() -> int:
@@ -37,17 +35,19 @@ def main() -> int:
     args = p.parse_args()
     check_device(args.device)
 
-    path = args.run_dir / "checkpoints" / args.checkpoint if args.checkpoint else latest_checkpoint(args.run_dir)
+    path = (args.run_dir / files.CHECKPOINTS / args.checkpoint if args.checkpoint
+            else latest_checkpoint(args.run_dir))
     state = load_checkpoint(path)
     require(state, ("agent", "env_steps"), path)
-    parse([str(args.run_dir / "config.gin")])
+    config.parse([str(args.run_dir / files.CONFIG)])
     if args.video:
         video.check_settings()
-    env = gin.query_parameter("Trainer.env_fn").scoped_configurable_fn(num_envs=args.episodes, seed=args.seed)
-    agent_fn = gin.query_parameter("Trainer.agent").scoped_configurable_fn
-    agent = agent_fn(env.obs_dim, env.act_dim, device=resolve_device(args.device))
+    # The run's own settings, rebuilt as the runner built them (flowrl.build), on this command's device.
+    settings = Settings(device=args.device)
+    env = settings.env_fn(num_envs=args.episodes, seed=args.seed)
+    agent = make_agent(settings, env.obs_dim, env.act_dim, resolve_device(args.device))
     agent.load_state_dict(state["agent"])
-    deterministic = args.deterministic if args.deterministic is not None else _run_evaluated_deterministic()
+    deterministic = args.deterministic if args.deterministic is not None else settings.eval_deterministic
     act = lambda o: agent.act(o, deterministic=deterministic)  # noqa: E731
     try:
         result = evaluate(act, env)
@@ -55,20 +55,13 @@ def main() -> int:
         env.close()
     if args.video:
         try:
-            frames, fps = video.record(act, video.bound_task(), args.seed)
-            result["video"] = str(video.write_mp4(video.video_path(args.run_dir, state["env_steps"]), frames, fps))
+            frames, fps = video.record(act, video.require_task(config.task()), args.seed)
+            result["video"] = str(video.write_mp4(files.video_path(args.run_dir, state["env_steps"]), frames, fps))
         except video.VideoUnavailable as e:
             print(f"note: {e}; no video written", file=sys.stderr)
     print(json.dumps({"checkpoint": str(path), "env_steps": state["env_steps"], "episodes": args.episodes,
                       "deterministic": deterministic, **result}))
     return 0
-
-
-def _run_evaluated_deterministic() -> bool:
-    try:
-        return bool(gin.query_parameter("Trainer.eval_deterministic"))
-    except ValueError:  # not in the run's config: the Trainer's default
-        return False
 
 
 def cli() -> None:

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from flowrl import bindings as run_bindings
+from flowrl.run import bindings as run_bindings
 from flowrl.cli import OneLineParser, prog, run_main
 from flowrl.config import find_gin
 from flowrl.errors import UserError
-from flowrl.logger import read_metrics
+from flowrl.run.metrics import read_metrics
 
 # How a run ran, not what it learned: never a reason to split curves.
 IGNORED = {"Trainer.seed", "Trainer.device", "Trainer.display", "Trainer.num_threads", "Trainer.wandb",

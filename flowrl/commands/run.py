@@ -13,30 +13,29 @@ folder at a time. Exit status: 0 done, 1 non-finite loss, 2 user error, 130 Ctrl
 
 from __future__ import annotations
 
-import ast
-import re
 import shlex
 import signal
 import sys
 import time
 from pathlib import Path
 
-import gin
-
-from flowrl import bindings as run_bindings
-from flowrl import provenance, video
-from flowrl.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, require
-from flowrl.checks import bound_values, check_config, check_resume, value_of
+from flowrl import config, video
+from flowrl.build import Machine, build_trainer
 from flowrl.cli import OneLineParser, invocation, prog, run_main
-from flowrl.config import parse
+from flowrl.config.checks import check_agent, check_config, check_resume
 from flowrl.errors import UserError
-from flowrl.run_folder import RunFolder
-from flowrl.trainer import STATE_KEYS, Trainer
+from flowrl.run import bindings as run_bindings
+from flowrl.run import files, provenance
+from flowrl.run.checkpoints import latest_checkpoint, list_checkpoints, load_checkpoint, require
+from flowrl.run.folder import RunFolder
+from flowrl.trainer import STATE_KEYS
 
 
 def build_parser() -> OneLineParser:
     p = OneLineParser(prog=prog("run"), description=__doc__.splitlines()[0])
     p.add_argument("--gin", action="append", default=[], metavar="FILE", help="gin config file (repeatable)")
+    p.add_argument("--agent", metavar="FILE", help="an agent file of gin/agents/ that replaces the agent the --gin "
+                   "files name (e.g. --gin gin/flowrl_cheetah_run.gin --agent gin/agents/sac.gin)")
     p.add_argument("--bind", action="append", default=[], metavar="BINDING", help="gin binding, e.g. 'Trainer.seed = 1'")
     p.add_argument("--seed", type=int, help="random seed (binds Trainer.seed)")
     p.add_argument("--run-dir", type=Path,
@@ -62,8 +61,9 @@ def main() -> int:
 
     state = checkpoint = None
     if args.resume is not None:
-        if args.gin:
-            raise UserError("--resume takes the run's own config; fix: drop --gin (use --bind to override a value)")
+        if args.gin or args.agent:
+            raise UserError("--resume takes the run's own config; fix: drop --gin and --agent (use --bind to "
+                            "override a value)")
         if args.run_dir is not None and args.run_dir.resolve() != args.resume.resolve():
             raise UserError(f"--run-dir cannot move a resumed run (it stays in {args.resume}); "
                             f"fix: drop --run-dir")
@@ -76,11 +76,12 @@ def main() -> int:
     else:
         if not args.gin:
             raise UserError(f"no config given; fix: {invocation('run')} --gin gin/flowrl_humanoid.gin")
-        parse(args.gin, bindings)
+        config.parse(args.gin, bindings, agent=args.agent)
+        check_agent()
         check_config()
         video.check_settings()
-        stem = default_name(args.gin)
-        seed = value_of("Trainer.seed", 0)
+        stem = default_name(args.gin + ([args.agent] if args.agent else []))
+        seed = config.value("Trainer.seed", 0)
         run_dir = args.run_dir or Path("runs") / f"{stem}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
         folder = RunFolder(run_dir)
         if list_checkpoints(run_dir):
@@ -88,18 +89,14 @@ def main() -> int:
 
     trainer = None
     try:
-        trainer = Trainer(run_dir=run_dir, **display)
-        if trainer.thread_note:
-            print(f"note: {trainer.thread_note}", file=sys.stderr)
+        machine = Machine.from_record(next(iter(provenance.read(run_dir)), None)) if checkpoint else Machine()
+        trainer = build_trainer(run_dir, machine, video_hook=lambda s: video.hook(s, config.task()), **display)
         if checkpoint is not None:
             trainer.load(checkpoint, state)
             state = None  # the buffer's copy can be gigabytes
             print(f"resuming {run_dir} from {checkpoint.name} (env step {trainer.env_steps:,})", file=sys.stderr)
-        config_text = gin.operative_config_str()
-        folder.write_text("config.gin", config_text)
-        run_bindings.write(run_dir, config_text)
-        with open(run_dir / "command.txt", "a") as f:
-            f.write(shlex.join([sys.executable, *sys.argv]) + "\n")
+        folder.write_config(config.operative())
+        folder.log_command([sys.executable, *sys.argv])
         provenance.append(run_dir, provenance.record(trainer.device, trainer.bf16_autocast, trainer.compiled))
         resume = f"{invocation('run')} --resume {shlex.quote(str(run_dir))}"
         if trainer.env_steps >= trainer.total_steps:
@@ -124,26 +121,29 @@ def main() -> int:
 
 def _parse_resume(run_dir: Path, bindings: list[str], state: dict, checkpoint: Path) -> None:
     """Parse the run's config.gin (then ``bindings``) and check it still describes the run its checkpoint holds."""
-    config = run_dir / "config.gin"
+    config_file = run_dir / files.CONFIG
     saved_text = state.get("config", "") if isinstance(state, dict) else ""
-    backup = run_dir / "config.gin.from-checkpoint"
-    if not config.is_file():
+    backup = run_dir / f"{files.CONFIG}.from-checkpoint"
+    if not config_file.is_file():
         if saved_text:
             backup.write_text(saved_text)
-        raise UserError(f"run folder '{run_dir}' has no config.gin; fix: "
-                        + (f"mv {backup} {config} (the config {checkpoint.name} was written with)" if saved_text
-                           else "restore it from the run's first command in command.txt"))
-    parse([str(config)])
-    saved = bound_values()
-    trained = re.search(r"^make_env\.task = (.+)$", saved_text, re.M)
-    if trained is not None:
-        trained_task, task = ast.literal_eval(trained.group(1)), value_of("make_env.task", None)
+        raise UserError(f"run folder '{run_dir}' has no {files.CONFIG}; fix: "
+                        + (f"mv {backup} {config_file} (the config {checkpoint.name} was written with)" if saved_text
+                           else f"restore it from the run's first command in {files.COMMAND}"))
+    config.parse([str(config_file)])
+    saved = config.bound()
+    try:
+        trained_task = run_bindings.parse(saved_text).get("make_env.task") if saved_text else None
+    except (SyntaxError, ValueError):  # a checkpoint's config that gin cannot read: nothing to compare against
+        trained_task = None
+    if isinstance(trained_task, str):
+        task = config.task()
         if task != trained_task:
             backup.write_text(saved_text)
-            what = "names no task (emptied?)" if task in (None, gin.REQUIRED) else f"names task '{task}'"
-            raise UserError(f"'{config}' {what} but {checkpoint.name} was trained on '{trained_task}'; fix: "
-                            f"mv {backup} {config} (the config that checkpoint was written with)")
-    parse([str(config)], bindings)
+            what = "names no task (emptied?)" if task is None else f"names task '{task}'"
+            raise UserError(f"'{config_file}' {what} but {checkpoint.name} was trained on '{trained_task}'; fix: "
+                            f"mv {backup} {config_file} (the config that checkpoint was written with)")
+    config.parse([str(config_file)], bindings)
     check_resume(bindings, saved)
     check_config()
     video.check_settings()
@@ -155,11 +155,12 @@ def cli() -> None:
 
 
 def default_name(gin_files: list[str]) -> str:
-    """The run folder's name from its configs: the first file's name, then the agent file's when one follows
+    """The run folder's name from its configs: the first file's name, then the name of the agent file that is used
+    when one follows (the last: ``--agent`` comes after the ``--gin`` files it replaces)
     (``--gin gin/tasks/dmc/cheetah_run.gin --gin gin/agents/qvpo.gin`` -> ``cheetah_run-qvpo``)."""
     names = [Path(gin_files[0]).stem]
     agents = [Path(f).stem for f in gin_files[1:] if Path(f).parent.name == "agents"]
-    return "-".join(names + agents[:1])
+    return "-".join(names + agents[-1:])
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import gin
 import numpy as np
 
 from flowrl.envs.base import NextStepAutoreset, Step, scale_action
-from flowrl.envs.registry import register_family
+from flowrl.envs.families import register_family
 from flowrl.errors import MissingDependencyError, UserError
 
 # dm_control probes for an OpenGL backend at import; the runner never renders, so keep GLFW quiet on headless boxes.

@@ -14,7 +14,7 @@ import gin
 import numpy as np
 
 from flowrl.envs.base import NextStepAutoreset, Step, scale_action
-from flowrl.envs.registry import register_family
+from flowrl.envs.families import register_family
 from flowrl.errors import UserError
 
 

@@ -17,7 +17,7 @@ import types
 from typing import Any
 
 from flowrl.envs.gym_vec import GymVecEnv
-from flowrl.envs.registry import register_family
+from flowrl.envs.families import register_family
 from flowrl.errors import MissingDependencyError
 
 INSTALL = (

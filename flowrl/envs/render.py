@@ -11,6 +11,7 @@ from typing import Any, Callable
 import numpy as np
 
 from flowrl.envs.base import scale_action
+from flowrl.errors import VideoUnavailable
 
 
 class RenderableEnv:
@@ -106,8 +107,6 @@ def _gym(name: str, **kwargs):
 
 def make_renderable(task: str, seed: int, width: int, height: int) -> RenderableEnv:
     """One drawable env of ``task`` (``family/name``); a one-line VideoUnavailable for a family without a renderer."""
-    from flowrl.video import VideoUnavailable
-
     family, _, name = task.partition("/")
     if family == "dmc":
         return _DMControl(name, seed, width, height)

@@ -10,7 +10,7 @@ import numpy as np
 
 from flowrl.report import stats
 from flowrl.report.runs import Run, group
-from flowrl.run_folder import slug
+from flowrl.run.folder import slug
 
 _SEP = "|"  # joins a pair of variant names for rliable's probability-of-improvement plot
 

@@ -19,10 +19,10 @@ from typing import Sequence
 
 import numpy as np
 
-from flowrl import bindings, provenance
+from flowrl.run import bindings, provenance
 from flowrl.config import find_gin
 from flowrl.errors import UserError
-from flowrl.logger import read_metrics
+from flowrl.run.metrics import read_metrics
 
 METRIC = "eval/return_mean"
 BASE = "base"

@@ -18,10 +18,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from flowrl.checks import check_config
+from flowrl.config.checks import check_config
 from flowrl.config import REPO_ROOT, parse
 from flowrl.errors import UserError
-from flowrl.run_folder import slug
+from flowrl.run.folder import slug
 
 PLAN_FILE = "sweep.json"
 BASE = "base"

@@ -18,11 +18,11 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
-from flowrl.checks import check_config, value_of
+from flowrl.config.checks import check_config, value_of
 from flowrl.config import parse
 from flowrl.errors import MissingDependencyError, UserError, install_hint
-from flowrl.logger import read_metrics
-from flowrl.run_folder import slug
+from flowrl.run.metrics import read_metrics
+from flowrl.run.folder import slug
 from flowrl.sweep import _StopSignals, space as space_module, usable_cores
 from flowrl.sweep.monitor import SweepMonitor
 from flowrl.sweep.plan import Trial, _exists, _portable, expand, parse_seeds
@@ -143,7 +143,7 @@ def _check_same(out: Path, settings: dict) -> None:
 
 
 def _shape(name: str) -> bool:
-    from flowrl.checks import _SHAPE_NAMES, _SHAPE_PARAMS
+    from flowrl.config.checks import _SHAPE_NAMES, _SHAPE_PARAMS
 
     short = ".".join(name.rsplit("/", 1)[-1].split(".")[-2:])
     return short in _SHAPE_NAMES or short.split(".")[-1] in _SHAPE_PARAMS

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from flowrl.checkpoint import list_checkpoints
+from flowrl.run.checkpoints import list_checkpoints
 from flowrl.config import REPO_ROOT
 from flowrl.sweep.plan import Trial
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from flowrl.checkpoint import list_checkpoints, load_checkpoint
+from flowrl.run.checkpoints import list_checkpoints, load_checkpoint
 from flowrl.config import parse
-from flowrl.logger import read_metrics
-from flowrl.trainer import Trainer
+from flowrl.run.metrics import read_metrics
+from flowrl.build import build_trainer
 
 AGENTS = ["sac", "td3", "sac_flow_g", "dacer"]  # Flow-T differs from Flow-G only in its velocity network
 BINDS = ["Trainer.num_threads = 1", "Trainer.warmup_steps = 49", "Trainer.eval_every = 100",
@@ -27,7 +27,7 @@ def train(agent: str, run_dir: Path, total_steps: int, resume: bool = False) -> 
     parse(["gin/flowrl_cheetah_run.gin", f"gin/agents/{agent}.gin", "gin/smoke.gin"],
           [*BINDS, f"Trainer.total_steps = {total_steps}", *AGENT_BINDS.get(agent, [])])
     run_dir.mkdir(exist_ok=True)
-    trainer = Trainer(run_dir=run_dir)
+    trainer = build_trainer(run_dir=run_dir)
     if resume:
         trainer.load(list_checkpoints(run_dir)[-1])
     trainer.train()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from flowrl.checks import check_config
+from flowrl.config.checks import check_config
 from flowrl.config import parse
 from flowrl.errors import UserError
 

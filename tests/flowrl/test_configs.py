@@ -14,10 +14,10 @@ import pytest
 from flowrl.agents.flowrl import FlowRLAgent
 from flowrl.agents.sac import SACAgent
 from flowrl.agents.td3 import TD3Agent
-from flowrl.checks import bound_values, check_config
+from flowrl.config.checks import bound_values, check_config
 from flowrl.config import REPO_ROOT, parse
 from flowrl.errors import UserError
-from flowrl.logger import read_metrics
+from flowrl.run.metrics import read_metrics
 
 GIN = REPO_ROOT / "gin"
 
@@ -339,12 +339,12 @@ Trainer.num_threads = 1
 @pytest.fixture(scope="module")
 def old_run(tmp_path_factory):
     """A run folder as flowrl left it before the split: that config.gin, and a checkpoint at env step 200."""
-    from flowrl.trainer import Trainer
+    from flowrl.build import build_trainer
 
     run_dir = tmp_path_factory.mktemp("old") / "run"
     run_dir.mkdir()
     parse([str(OLD_RUN_CONFIG)])
-    Trainer(run_dir=run_dir, display=False).train()
+    build_trainer(run_dir=run_dir, display=False).train()
     (run_dir / "config.gin").write_text(OLD_RUN_CONFIG.read_text())
     gin.clear_config()
     return run_dir

@@ -305,7 +305,7 @@ def test_a_missing_scikit_learn_is_one_line_before_any_run(monkeypatch):
     ("DACERAgent.entropy = 'gmm'", r"is a string where a component is expected"),
 ])  # fmt: skip
 def test_out_of_range_settings_in_a_config_are_one_line(binding, message):
-    from flowrl.checks import check_config
+    from flowrl.config.checks import check_config
     from flowrl.config import REPO_ROOT, parse
     from flowrl.errors import UserError
 

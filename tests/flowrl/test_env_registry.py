@@ -8,20 +8,20 @@ import sys
 import numpy as np
 import pytest
 
-from flowrl.envs import gym_vec
+from flowrl.envs import families, gym_vec
 from flowrl.envs import humanoidbench as hb
 from flowrl.envs import registry
 from flowrl.errors import UserError
 
 
 def test_a_registered_family_builds_its_tasks_and_lists_them(monkeypatch):
-    monkeypatch.setattr(registry, "_FAMILIES", dict(registry._FAMILIES))
+    monkeypatch.setitem(families.FAMILIES, "demo", None)  # removed again after the test
     built = []
-    registry.register_family("toy", lambda name, n, seed: built.append((name, n, seed)) or "env", lambda: ["a", "b"])
-    assert registry.make_env("toy/b", num_envs=3, seed=7) == "env" and built == [("b", 3, 7)]
-    assert {"toy/a", "toy/b", "dmc/cheetah-run", "gym/Humanoid-v5"} <= set(registry.known_tasks())
-    with pytest.raises(UserError, match=r"unknown task 'toy/c'; fix: use one of toy/a, toy/b"):
-        registry.make_env("toy/c")
+    registry.register_family("demo", lambda name, n, seed: built.append((name, n, seed)) or "env", lambda: ["a", "b"])
+    assert registry.make_env("demo/b", num_envs=3, seed=7) == "env" and built == [("b", 3, 7)]
+    assert {"demo/a", "demo/b", "dmc/cheetah-run", "gym/Humanoid-v5"} <= set(registry.known_tasks())
+    with pytest.raises(UserError, match=r"unknown task 'demo/c'; fix: use one of demo/a, demo/b"):
+        registry.make_env("demo/c")
 
 
 def test_gym_factory_passes_count_and_seed():

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from components.buffers import ReplayBuffer
-from flowrl import hardware
-from flowrl.trainer import Trainer
+from flowrl.build import hardware
+from flowrl.build import build_trainer
 from tests.flowrl.test_trainer_state import N, RecordingAgent, ScriptedVecEnv
 
 AVX2_ONLY = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx avx2 fma\n"
@@ -61,7 +61,7 @@ def test_the_trainer_prints_the_note_once_and_builds_the_agent_in_the_chosen_pre
         made.append(kwargs["amp_dtype"])
         return RecordingAgent(obs_dim, act_dim, **kwargs)
 
-    build = functools.partial(Trainer, tmp_path, agent=agent, env_fn=ScriptedVecEnv, num_envs=N, device="cpu",
+    build = functools.partial(build_trainer, tmp_path, agent=agent, env_fn=ScriptedVecEnv, num_envs=N, device="cpu",
                               buffer=functools.partial(ReplayBuffer, capacity=100), display=False, num_threads=1)
     monkeypatch.setattr(hardware, "cpu_bf16_flags", lambda cpuinfo="": ("amx_bf16",))
     for native in (False, True):

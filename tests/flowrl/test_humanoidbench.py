@@ -238,7 +238,7 @@ def test_smoke_training_on_h1_walk(tmp_path):
     assert proc.returncode == 0, textwrap.shorten(proc.stderr[-3000:], 3000)
     metrics = run_dir / "metrics.jsonl"
     assert metrics.exists() and metrics.read_text().strip()
-    from flowrl.logger import read_metrics
+    from flowrl.run.metrics import read_metrics
 
     records = read_metrics(run_dir)
     assert [r["step"] for r in records if "eval/return_mean" in r] == [500, 1000]

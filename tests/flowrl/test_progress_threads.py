@@ -10,7 +10,8 @@ import torch
 from components.buffers import ReplayBuffer
 from flowrl.display import Progress
 from flowrl.envs.registry import make_env
-from flowrl.trainer import Trainer, threads_for_shared_cores
+from flowrl.build import build_trainer
+from flowrl.build.machine import threads_for_shared_cores
 
 
 def _warmup_then_updates(progress, clock):
@@ -66,12 +67,12 @@ def test_the_trainer_takes_one_thread_when_the_cores_are_busy(tmp_path, monkeypa
     monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
     chosen = []
     monkeypatch.setattr(torch, "set_num_threads", chosen.append)
-    trainer = Trainer(tmp_path, env_fn=functools.partial(make_env, task="dmc/cheetah-run"), num_threads=0,
+    trainer = build_trainer(tmp_path, env_fn=functools.partial(make_env, task="dmc/cheetah-run"), num_threads=0,
                       buffer=functools.partial(ReplayBuffer, capacity=100), display=False)  # 0 wins over gin
     trainer._close_env()
     assert chosen == [1] and "cores shared" in trainer.thread_note and "Trainer.num_threads" in trainer.thread_note
     chosen.clear()
-    Trainer(tmp_path, env_fn=functools.partial(make_env, task="dmc/cheetah-run"), num_threads=3,
+    build_trainer(tmp_path, env_fn=functools.partial(make_env, task="dmc/cheetah-run"), num_threads=3,
             buffer=functools.partial(ReplayBuffer, capacity=100), display=False)._close_env()
     assert chosen == [3]  # a bound Trainer.num_threads is kept as it is
 

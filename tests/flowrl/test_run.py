@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from flowrl.checkpoint import list_checkpoints, load_checkpoint
-from flowrl.logger import read_metrics
+from flowrl.run.checkpoints import list_checkpoints, load_checkpoint
+from flowrl.run.metrics import read_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = [

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from flowrl import bindings
-from flowrl.checkpoint import list_checkpoints
-from flowrl.logger import read_metrics
+from flowrl.run import bindings
+from flowrl.run.checkpoints import list_checkpoints
+from flowrl.run.metrics import read_metrics
 from flowrl.report.runs import load_run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -169,7 +169,7 @@ def test_wandb_offline_run_survives_the_resume_without_a_step_twice(resumed):
 
 
 def test_missing_wandb_or_a_failing_service_is_one_note_and_the_run_goes_on(tmp_path, monkeypatch, capsys):
-    from flowrl.logger import MetricsLogger
+    from flowrl.run.metrics import MetricsLogger
 
     for k, v in OFFLINE.items():
         monkeypatch.setenv(k, v)

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from flowrl import provenance
-from flowrl.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from flowrl.run import provenance
+from flowrl.run.checkpoints import list_checkpoints, load_checkpoint, save_checkpoint
 from flowrl.errors import CheckpointWriteError, UserError
-from flowrl.logger import MetricsLogger, read_metrics
-from flowrl.run_folder import RunFolder
+from flowrl.run.metrics import MetricsLogger, read_metrics
+from flowrl.run.folder import RunFolder
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_run import ROOT, TINY, _one_line_error, run  # noqa: E402
@@ -141,7 +141,7 @@ def test_a_run_folder_belongs_to_one_live_process(tmp_path, finished):  # item 4
     RunFolder(tmp_path / "owned").release()
     # A process killed while holding the lock does not hold it any more.
     killed = str(tmp_path / "killed")
-    code = f"from flowrl.run_folder import RunFolder; RunFolder({killed!r}); print('held', flush=True)"
+    code = f"from flowrl.run.folder import RunFolder; RunFolder({killed!r}); print('held', flush=True)"
     child = subprocess.Popen([sys.executable, "-c", code + "; import time; time.sleep(60)"], cwd=ROOT,
                              stdout=subprocess.PIPE, text=True)
     assert child.stdout.readline().strip() == "held"
@@ -312,7 +312,7 @@ def test_exit_status_constants_are_the_documented_ones():  # item 7
 
 
 def test_every_shipped_config_passes_the_checks():
-    from flowrl.checks import check_config
+    from flowrl.config.checks import check_config
     from flowrl.config import REPO_ROOT, parse
 
     gin_dir = REPO_ROOT / "gin"

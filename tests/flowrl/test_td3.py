@@ -16,8 +16,8 @@ from torch import nn
 
 from components import DeterministicPolicy, QEnsemble, ReplayBuffer
 from flowrl.agents.td3 import TD3Agent
-from flowrl.checkpoint import list_checkpoints, load_checkpoint
-from flowrl.logger import read_metrics
+from flowrl.run.checkpoints import list_checkpoints, load_checkpoint
+from flowrl.run.metrics import read_metrics
 from tests.flowrl.hand_rows import ORDINARY_TERMINATED_TRUNCATED as HAND_BATCH
 
 ROOT = Path(__file__).resolve().parents[2]

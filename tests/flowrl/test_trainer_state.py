@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from components import ReplayBuffer
-from flowrl.checkpoint import list_checkpoints, load_checkpoint
+from flowrl.run.checkpoints import list_checkpoints, load_checkpoint
 from flowrl.errors import UserError
-from flowrl.logger import read_metrics
-from flowrl.trainer import Trainer
+from flowrl.run.metrics import read_metrics
+from flowrl.build import build_trainer
 from test_trainer_wiring import N, RecordingAgent, Run, ScriptedVecEnv
 
 
@@ -117,6 +117,9 @@ class AdamAgent:
     def state_dict(self):
         return {"net": self.net.state_dict(), "other": self.other.state_dict(), "num_updates": self.num_updates,
                 "opt": self.net_optimizer.state_dict(), "opt2": self.other_optimizer.state_dict()}
+
+    def optimizers(self):  # the optional member a resume reads to keep the config's optimiser settings
+        return {"net": self.net_optimizer, "other": self.other_optimizer}
 
     def load_state_dict(self, state):
         self.net.load_state_dict(state["net"])
@@ -280,7 +283,7 @@ def test_a_trainer_built_from_its_parts_alone_has_the_documented_defaults(tmp_pa
     chosen, compiled = [], []
     monkeypatch.setattr(torch, "set_num_threads", chosen.append)
     monkeypatch.setattr(RecordingAgent, "compile", lambda self: compiled.append(self), raising=False)
-    t = Trainer(tmp_path, agent=RecordingAgent, env_fn=ScriptedVecEnv, buffer=functools.partial(ReplayBuffer,
+    t = build_trainer(tmp_path, agent=RecordingAgent, env_fn=ScriptedVecEnv, buffer=functools.partial(ReplayBuffer,
                                                                                                  capacity=10))
     assert (t.seed, t.num_envs, t.total_steps, t.warmup_steps, t.updates_per_step, t.batch_size) == (
         0, 1, 1_000_000, 5_000, 1.0, 256)
@@ -296,7 +299,7 @@ def test_a_trainer_built_from_its_parts_alone_has_the_documented_defaults(tmp_pa
 ])  # fmt: skip
 def test_the_thread_note_names_the_load_the_cores_and_the_choice(tmp_path, monkeypatch, load, threads, note):
     monkeypatch.setattr("os.getloadavg", lambda: load)
-    monkeypatch.setattr("flowrl.trainer._cpus", lambda: 2)
+    monkeypatch.setattr("flowrl.build.machine._cpus", lambda: 2)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     chosen = []
     monkeypatch.setattr(torch, "set_num_threads", chosen.append)
@@ -312,7 +315,7 @@ def test_the_agent_gets_the_device_and_the_precision_the_trainer_chose(tmp_path)
         return RecordingAgent(obs_dim, act_dim, **kwargs)
 
     for bf16 in (None, False, True):
-        Trainer(tmp_path, agent=agent, env_fn=ScriptedVecEnv, num_envs=N, bf16_autocast=bf16, device="cpu",
+        build_trainer(tmp_path, agent=agent, env_fn=ScriptedVecEnv, num_envs=N, bf16_autocast=bf16, device="cpu",
                 buffer=functools.partial(ReplayBuffer, capacity=100), display=False, num_threads=1)
     assert made == [(4, 2, {"device": torch.device("cpu"), "amp_dtype": d}) for d in (None, None, torch.bfloat16)]
 
@@ -353,7 +356,7 @@ def test_a_non_finite_metric_stops_with_its_name_value_step_and_the_checkpoint_f
 def test_cpus_counts_the_cores_this_process_may_use(monkeypatch):
     import os
 
-    from flowrl import trainer
+    from flowrl.build import machine as trainer
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3})  # pinned to one core of many
     monkeypatch.setattr(os, "cpu_count", lambda: 64)
@@ -366,7 +369,7 @@ def test_cpus_counts_the_cores_this_process_may_use(monkeypatch):
 
 
 def test_auto_device_is_cuda_where_there_is_one(monkeypatch):
-    from flowrl.trainer import resolve_device
+    from flowrl.build.machine import resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert resolve_device("auto") == torch.device("cuda")

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 from components import ReplayBuffer
-from flowrl.checkpoint import list_checkpoints
+from flowrl.run.checkpoints import list_checkpoints
 from flowrl.envs.base import Step
 from flowrl.errors import UserError
-from flowrl.trainer import Trainer
+from flowrl.build import build_trainer
 
 N, ACT = 2, 2  # training envs; eval uses 1 env, which tells the two kinds of env apart
 
@@ -150,7 +150,7 @@ class Run:
             eval_episodes=1, checkpoint_every=0, log_every=0, display=False, updates_per_step=1.0, num_threads=1,
         )
         settings.update(kwargs)
-        self.trainer = Trainer(
+        self.trainer = build_trainer(
             run_dir, agent=functools.partial(RecordingAgent, log=self.log),
             buffer=functools.partial(ReplayBuffer, capacity=1000), env_fn=self._make_env, **settings,
         )
@@ -379,7 +379,7 @@ def test_an_agent_without_the_interface_is_refused_in_one_line(tmp_path):
             return policy(obs)
 
     with pytest.raises(UserError, match=r"Lacking, which lacks update, compile, state_dict, load_state_dict .*fix: "):
-        Trainer(tmp_path, agent=Lacking, buffer=functools.partial(ReplayBuffer, capacity=1000),
+        build_trainer(tmp_path, agent=Lacking, buffer=functools.partial(ReplayBuffer, capacity=1000),
                 env_fn=lambda num_envs, seed: ScriptedVecEnv(num_envs, seed, 0), seed=0, device="cpu", num_envs=N,
                 total_steps=10, warmup_steps=2, batch_size=2, eval_every=0, checkpoint_every=0, log_every=0,
                 display=False)

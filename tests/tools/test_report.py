@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("rliable", reason="rliable is not installed (pip install -e '.[sweep]')")
 
-from flowrl import provenance  # noqa: E402
+from flowrl.run import provenance  # noqa: E402
 from flowrl.report import compute  # noqa: E402
 from flowrl.report.runs import load_runs  # noqa: E402
 from flowrl.report.stats import normaliser  # noqa: E402

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from flowrl.checkpoint import list_checkpoints
+from flowrl.run.checkpoints import list_checkpoints
 from flowrl.errors import UserError
-from flowrl.logger import read_metrics
+from flowrl.run.metrics import read_metrics
 from flowrl.sweep import space
 from flowrl.sweep.trial import PID_FILE
 

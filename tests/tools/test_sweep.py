@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from flowrl.checkpoint import list_checkpoints
-from flowrl.logger import read_metrics
+from flowrl.run.checkpoints import list_checkpoints
+from flowrl.run.metrics import read_metrics
 from flowrl.sweep.plan import parse_seeds, parse_shard, read_plan, shard, variants
 from flowrl.sweep.trial import PID_FILE
 from flowrl.errors import UserError

@@ -22,7 +22,7 @@ pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[sweep
 pytest.importorskip("pyarrow", reason="pyarrow is not installed (pip install -e '.[sweep]')")
 
 from flowrl.commands.report import main as report_main  # noqa: E402
-from flowrl.logger import read_metrics  # noqa: E402
+from flowrl.run.metrics import read_metrics  # noqa: E402
 from flowrl.sweep import run_sweep  # noqa: E402
 from flowrl.sweep.storage import checkpoint_steps  # noqa: E402
 from flowrl.sweep.trial import PID_FILE  # noqa: E402

@@ -9,12 +9,14 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import shlex
 import shutil
 from pathlib import Path
 
 from flowrl.errors import UserError
+from flowrl.run import bindings, files
 
-LOCK_FILE = ".lock"
+LOCK_FILE = files.LOCK
 
 
 def slug(name: str) -> str:
@@ -55,6 +57,16 @@ class RunFolder:
         tmp = self.path / f".{name}.tmp"
         tmp.write_text(text)
         os.replace(tmp, self.path / name)
+
+    def write_config(self, config_text: str) -> None:
+        """The operative config as ``config.gin`` and as data in ``bindings.json`` (rewritten at every start)."""
+        self.write_text(files.CONFIG, config_text)
+        bindings.write(self.path, config_text)
+
+    def log_command(self, argv: list[str]) -> None:
+        """Append the command line that runs in this folder to ``command.txt``."""
+        with open(self.path / files.COMMAND, "a") as f:
+            f.write(shlex.join(argv) + "\n")
 
     def release(self) -> None:
         """Give the folder up before this process ends (ending the process does the same)."""

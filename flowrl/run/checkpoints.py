@@ -17,12 +17,13 @@ import numpy as np
 import torch
 
 from flowrl.errors import CheckpointWriteError, UserError
+from flowrl.run import files
 
 _NAME = re.compile(r"^step_(\d+)\.pt$")
 
 
 def checkpoint_dir(run_dir: Path) -> Path:
-    return Path(run_dir) / "checkpoints"
+    return Path(run_dir) / files.CHECKPOINTS
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
@@ -38,7 +39,7 @@ def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], keep: int =
     """Write ``state`` atomically as the checkpoint for ``step``; prune all but the newest ``keep``."""
     folder = checkpoint_dir(run_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"step_{step:09d}.pt"
+    path = folder / files.checkpoint_name(step)
     tmp = folder / f".{path.name}.tmp"
     try:
         with open(tmp, "wb") as f:

@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from flowrl import bindings, provenance
+from flowrl.run import bindings, provenance
+from flowrl.run import files
 
-STATE_FILE = "wandb.json"
+STATE_FILE = files.WANDB_STATE
 
 
 def _note(text: str) -> None:
@@ -68,8 +69,8 @@ class WandbSink:
                 tags=tags or None, config=config, mode=mode, settings=wandb.Settings(console="off", silent=True),
             )  # fmt: skip
             run.config.update(config, allow_val_change=True)  # a resume's --bind changes (e.g. total_steps)
-            if (run_dir / "config.gin").is_file():
-                run.save(str(run_dir / "config.gin"), base_path=str(run_dir), policy="now")
+            if (run_dir / files.CONFIG).is_file():
+                run.save(str(run_dir / files.CONFIG), base_path=str(run_dir), policy="now")
         except Exception as e:  # the service, the network, a bad setting: never a reason to stop training
             _note(f"W&B did not start ({_short(e)}); fix: check WANDB_MODE and 'wandb login', or run without --wandb")
             return None

@@ -15,9 +15,11 @@ import typing
 from typing import Any, Callable, Sequence
 
 import gin
-import gin.config
 import torch
 
+from flowrl.config.files import gin_home
+from flowrl.config.parsing import agent_file
+from flowrl.config.query import bound_values, default as _default, value_of, wrapped as _wrapped
 from flowrl.errors import UserError
 
 # (lowest allowed value, what the lowest means) of the trainer's counts; checked whether bound or left at default.
@@ -63,30 +65,6 @@ _SHAPE_PARAMS = {"hidden", "depth", "num_members", "num_layers", "width"}
 _BINDING = re.compile(r"^\s*([\w./]+)\s*=")
 
 
-def bound_values() -> dict[str, Any]:
-    """Every bound parameter of the parsed config as ``{'Configurable.param': value}`` (scoped: ``scope/...``)."""
-    values = {}
-    for (scope, selector), params in gin.config._CONFIG.items():
-        name = selector.rsplit(".", 1)[-1]
-        for param, value in params.items():
-            values[f"{scope + '/' if scope else ''}{name}.{param}"] = value
-    return values
-
-
-def value_of(name: str, default: Any = None) -> Any:
-    """The bound value of ``Configurable.param``, else its default in the signature, else ``default``."""
-    try:
-        return gin.query_parameter(name)
-    except ValueError:
-        pass
-    fn = _wrapped(name.split(".")[0])
-    if fn is not None:
-        param = inspect.signature(fn).parameters.get(name.split(".")[1])
-        if param is not None and param.default is not inspect.Parameter.empty:
-            return param.default
-    return default
-
-
 def check_config() -> None:
     """Types, ranges, task and device of the parsed config; raises a one-line UserError at the first problem."""
     for name, value in bound_values().items():
@@ -109,6 +87,16 @@ def check_config() -> None:
             raise UserError("the config names no task (make_env.task is unbound); fix: add a task file before the "
                             "agent, e.g. --gin gin/tasks/dmc/cheetah_run.gin (gin/agents/ files hold no task)")
     check_device(str(value_of("Trainer.device", "auto")))
+
+
+def check_agent() -> None:
+    """A new run's config names its agent: it reaches an agent file of ``gin/agents/`` or binds ``Trainer.agent``;
+    else a one-line UserError naming the agent files to add."""
+    if agent_file() is not None or "Trainer.agent" in bound_values():
+        return
+    shipped = sorted(p.name for p in (gin_home() / "gin" / "agents").glob("*.gin"))
+    raise UserError("the config names no agent (a task file alone); fix: add an agent file, e.g. --gin "
+                    f"gin/agents/flowrl.gin (gin/agents/: {', '.join(shipped)})")
 
 
 def check_device(device: str) -> None:
@@ -142,20 +130,6 @@ def check_resume(bindings: Sequence[str], saved: dict[str, Any]) -> None:
             raise UserError(f"--bind '{binding.strip()}' changes what the checkpoint holds (the run has "
                             f"{name} = {before!r}); fix: drop it (a resumed run keeps its task, network sizes, "
                             f"Trainer.num_envs and ReplayBuffer.capacity) or start a new run")
-
-
-def _default(name: str) -> Any:
-    fn = _wrapped(name.split(".")[0])
-    param = inspect.signature(fn).parameters.get(name.split(".")[1]) if fn else None
-    return None if param is None else param.default
-
-
-def _wrapped(selector: str) -> Callable | None:
-    try:
-        fn = gin.config._REGISTRY.get_match(selector).wrapped
-    except (AttributeError, KeyError, ValueError):
-        return None
-    return fn.__init__ if isinstance(fn, type) else fn
 
 
 def _check_type(name: str, value: Any) -> None:

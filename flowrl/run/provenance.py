@@ -18,10 +18,11 @@ from pathlib import Path
 
 import torch
 
-from flowrl.config import REPO_ROOT
-from flowrl.logger import read_json_lines
+from flowrl.config.files import REPO_ROOT
+from flowrl.run.jsonl import read_json_lines
+from flowrl.run import files
 
-FILE = "provenance.jsonl"
+FILE = files.PROVENANCE
 _PACKAGES = ("flowrl-kit", "torch", "mujoco", "envpool", "dm_control", "gin-config", "numpy")
 
 

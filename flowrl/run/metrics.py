@@ -1,5 +1,5 @@
 """Run logs: every scalar as one JSON line with its env step (``metrics.jsonl``), the same as a table
-(``metrics.csv``), TensorBoard event files, and optionally Weights & Biases (:mod:`flowrl.wandb_sink`).
+(``metrics.csv``), TensorBoard event files, and optionally Weights & Biases (:mod:`flowrl.run.wandb_sink`).
 
 ``metrics.jsonl`` lines look like ``{"step": 10000, "eval/return_mean": 312.5, ...}``; ``tools/plot.py`` reads them.
 ``metrics.csv`` has one row per line of ``metrics.jsonl``, in order; its columns are ``step`` and then every key
@@ -19,31 +19,10 @@ import sys
 import warnings
 from pathlib import Path
 from typing import Any
+from flowrl.run import files
+from flowrl.run.jsonl import read_json_lines
 
-METRICS_FILE = "metrics.jsonl"
-CSV_FILE = "metrics.csv"
-
-
-def read_json_lines(path: Path) -> tuple[list[dict[str, Any]], int]:
-    """The JSON objects of a JSON-lines file, in order, and how many non-blank lines were not one (torn writes)."""
-    path = Path(path)
-    if not path.is_file():
-        return [], 0
-    records, torn = [], 0
-    with open(path) as f:
-        for line in f:
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                torn += 1
-                continue
-            if isinstance(record, dict):
-                records.append(record)
-            else:
-                torn += 1
-    return records, torn
+METRICS_FILE, CSV_FILE = files.METRICS, files.METRICS_CSV
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
@@ -99,12 +78,12 @@ class MetricsLogger:
                 from torch.utils.tensorboard import SummaryWriter
 
                 # Scalars at resume_step were logged before its checkpoint: purge only what came after.
-                self.writer = SummaryWriter(str(Path(run_dir) / "tb"), purge_step=resume_step + 1)
+                self.writer = SummaryWriter(str(Path(run_dir) / files.TENSORBOARD), purge_step=resume_step + 1)
             except ImportError:
                 warnings.warn("tensorboard is not installed: logging to metrics.jsonl only", stacklevel=2)
         self.wandb = None
         if wandb:
-            from flowrl.wandb_sink import WandbSink
+            from flowrl.run.wandb_sink import WandbSink
 
             self.wandb = WandbSink.open(run_dir, resume_step)
 

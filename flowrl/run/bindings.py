@@ -15,7 +15,11 @@ from typing import Any
 
 from gin import config_parser
 
-FILE = "bindings.json"
+from flowrl.config.files import find_gin
+from flowrl.errors import UserError
+from flowrl.run import files
+
+FILE = files.BINDINGS
 
 
 class _Reference(str):
@@ -58,9 +62,6 @@ def parse(text: str) -> dict[str, Any]:
 def parse_file(path: Path, _seen: frozenset = frozenset()) -> dict[str, Any]:
     """The bindings of a gin file and of the files it includes (found as the runner finds them), later ones winning;
     a file that cannot be read or parsed contributes nothing."""
-    from flowrl.config import find_gin
-    from flowrl.errors import UserError
-
     path = Path(path)
     if path.resolve() in _seen:
         return {}
@@ -99,7 +100,7 @@ def read(run_dir: Path) -> dict[str, Any]:
             return data
     except (OSError, ValueError):
         pass
-    config = run_dir / "config.gin"
+    config = run_dir / files.CONFIG
     if not config.is_file():
         return {}
     try:
