@@ -1,7 +1,7 @@
 """flowrl's building blocks: velocity networks, ODE integrators, flow, diffusion, Gaussian and deterministic policies,
 best-of-N action selection, an entropy temperature and a sample-based entropy estimate, regularizers, critics (also
 distributional), buffers; noisy flows with a density, GRU and Transformer velocity networks and BatchRenorm (SAC
-Flow's parts).
+Flow's parts); what agents bootstrap from (``td_target``, ``target_copy``, ``soft_update``).
 
 Depends on torch, einops and gin only, never on ``flowrl``: import any piece into your own agent.
 Every class and function is registered with gin and works as plain Python without a config.
@@ -49,6 +49,7 @@ from components.regularizers import (
 from components.samplers import RecentMixSampler, UniformSampler
 from components.selectors import BestOfN, Candidates, best_of_n, q_advantage_weights
 from components.sequence_velocity import GRUVelocity, TransformerVelocity
+from components.targets import soft_update, target_copy, td_target
 from components.temperature import AlphaTemperature, Temperature
 from components.velocity import MLPVelocity, ResidualVelocity, SinusoidalTimeEmbedding
 
