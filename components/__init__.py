@@ -1,7 +1,8 @@
 """flowrl's building blocks: velocity networks, ODE integrators, flow, diffusion, Gaussian and deterministic policies,
 best-of-N action selection, an entropy temperature and a sample-based entropy estimate, regularizers, critics (also
 distributional), buffers; noisy flows with a density, GRU and Transformer velocity networks and BatchRenorm (SAC
-Flow's parts).
+Flow's parts); the policy protocol every policy keeps (``Policy``) and what agents bootstrap from (``td_target``,
+``target_copy``, ``soft_update``).
 
 Depends on torch, einops and gin only, never on ``flowrl``: import any piece into your own agent.
 Every class and function is registered with gin and works as plain Python without a config.
@@ -39,6 +40,7 @@ from components.noisy_flow import NoisyFlowPolicy, StateLogStd, noisy_euler
 from components.integrators import ODESolver, euler_step, heun_step, integrate, midpoint_step, rk4_step
 from components.noise_nets import DACERNoiseMLP, ScaledSinusoidalEmbedding
 from components.policy import FlowPolicy
+from components.protocols import Policy
 from components.regularizers import (
     BCRegularizer,
     KLRegularizer,
@@ -49,6 +51,7 @@ from components.regularizers import (
 from components.samplers import RecentMixSampler, UniformSampler
 from components.selectors import BestOfN, Candidates, best_of_n, q_advantage_weights
 from components.sequence_velocity import GRUVelocity, TransformerVelocity
+from components.targets import soft_update, target_copy, td_target
 from components.temperature import AlphaTemperature, Temperature
 from components.velocity import MLPVelocity, ResidualVelocity, SinusoidalTimeEmbedding
 

@@ -1,10 +1,11 @@
-"""Critics: a Q ensemble, a state-value network, ensemble aggregations, the ensemble TD and expectile losses, Polyak
-averaging, and a context that freezes a critic while an actor's loss backpropagates through it."""
+"""Critics: a Q ensemble, a state-value network, ensemble aggregations, the ensemble TD and expectile losses, and a
+context that freezes a critic while an actor's loss backpropagates through it. (Polyak averaging lives with the target
+copies in :mod:`components.targets`; ``polyak_update`` is importable from here too.)"""
 
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterator
 
 import gin
 import torch
@@ -12,6 +13,7 @@ from einops import reduce
 from torch import nn
 
 from components.ensemble import EnsembleMLP
+from components.targets import polyak_update  # noqa: F401  (its home before components/targets.py)
 
 
 @gin.configurable
@@ -131,11 +133,3 @@ def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
     """
     weight = torch.where(diff < 0, 1.0 - expectile, expectile)
     return (weight * diff.square()).mean()
-
-
-@torch.no_grad()
-def polyak_update(target: Iterable[torch.Tensor], online: Iterable[torch.Tensor], tau: float) -> None:
-    """In place ``target <- (1 - tau) * target + tau * online`` (the reference uses tau = 0.95)."""
-    target, online = list(target), list(online)
-    if target:
-        torch._foreach_lerp_(target, online, tau)

@@ -50,9 +50,16 @@ class DeterministicPolicy(nn.Module):
         """Differentiable actions ``(B, act_dim)`` inside the bounds."""
         return self.bounds(torch.tanh(self.net(obs).float()))
 
-    def sample(self, obs: torch.Tensor) -> torch.Tensor:
-        """The same as calling the policy (FlowPolicy's name for a differentiable action)."""
+    def sample(self, obs: torch.Tensor, noise: None = None) -> torch.Tensor:
+        """The same as calling the policy (the policy protocol's name for a differentiable action); it draws
+        nothing, so ``noise`` must be None."""
+        if noise is not None:
+            raise ValueError("DeterministicPolicy.sample draws no noise; for a perturbed action use perturb()")
         return self(obs)
+
+    def compile_modules(self) -> list[nn.Module]:
+        """The policy itself: its ``forward`` is the whole computation."""
+        return [self]
 
     def perturb(self, action: torch.Tensor, std: float, clip: float | None = None,
                 noise: torch.Tensor | None = None) -> torch.Tensor:

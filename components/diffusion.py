@@ -226,17 +226,18 @@ class DiffusionPolicy(nn.Module):
             x = self.p_sample(obs, x, k, noise)
         return x.clamp(-1.0, 1.0)
 
-    def sample(self, obs: torch.Tensor, action_noise: Union[float, torch.Tensor] = 0.0) -> torch.Tensor:
+    def sample(self, obs: torch.Tensor, noise: Union[float, torch.Tensor, None] = None) -> torch.Tensor:
         """Actions ``(B, act_dim)`` in the bounds from fresh noise, differentiable through the chain.
 
-        ``action_noise``: the std of Gaussian noise added to ``x_0`` before a last clamp to [-1, 1] (DACER's
-        exploration, ``alpha * 0.15``, a scalar tensor so that alpha's changes need no recompile); 0 adds none and
-        draws nothing.
+        ``noise``: the std of Gaussian noise added to ``x_0`` before a last clamp to [-1, 1] (DACER's exploration,
+        ``alpha * 0.15``, a scalar tensor so that alpha's changes need no recompile); None or 0 adds none and draws
+        nothing. The chain's own draws are always fresh, in the references' order (the policy protocol's one
+        exception: see :class:`~components.protocols.Policy`).
         """
         x = torch.randn(obs.shape[0], self.act_dim, device=obs.device, dtype=obs.dtype)
         x = self.denoise(obs, x)
-        if isinstance(action_noise, torch.Tensor) or action_noise != 0.0:
-            x = (x + torch.randn_like(x) * action_noise).clamp(-1.0, 1.0)
+        if isinstance(noise, torch.Tensor) or (noise is not None and noise != 0.0):
+            x = (x + torch.randn_like(x) * noise).clamp(-1.0, 1.0)
         return self.bounds(x)
 
     @torch.no_grad()
@@ -246,6 +247,10 @@ class DiffusionPolicy(nn.Module):
             return self.sample(obs)
         x = torch.zeros(obs.shape[0], self.act_dim, device=obs.device, dtype=obs.dtype)
         return self.bounds(self.denoise(obs, x, stochastic=False))
+
+    def compile_modules(self) -> list[nn.Module]:
+        """The noise network (called once per reverse step)."""
+        return [self.noise_net]
 
     def matching_loss(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """Per-sample DDPM loss ``mean_d (eps(s, x_k, k) - noise)^2`` toward ``action (B, act_dim)``: ``(B,)``.

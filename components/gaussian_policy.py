@@ -83,6 +83,10 @@ class GaussianPolicy(nn.Module):
         """Differentiable actions ``(B, act_dim)`` inside the bounds (FlowPolicy's signature)."""
         return self.sample_with_log_prob(obs, noise)[0]
 
+    def compile_modules(self) -> list[nn.Module]:
+        """The MLP of the mean and log std (the rest is elementwise)."""
+        return [self.net]
+
     def mean_action(self, obs: torch.Tensor) -> torch.Tensor:
         """The deterministic action ``(B, act_dim)``: the squashed mean ``tanh(mu(s))`` mapped to the bounds."""
         return self.bounds(torch.tanh(self.distribution(obs)[0]))

@@ -154,9 +154,14 @@ class NoisyFlowPolicy(nn.Module):
         log_prob = log_prob - torch.log(self.bounds.action_scale * (1.0 - y.square()) + 1e-6).sum(-1, keepdim=True)
         return self.bounds(y), log_prob
 
-    def sample(self, obs: torch.Tensor) -> torch.Tensor:
-        """Differentiable actions ``(B, act_dim)``."""
-        return self.sample_with_log_prob(obs)[0]
+    def sample(self, obs: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """Differentiable actions ``(B, act_dim)``; ``noise (num_steps + 1, B, act_dim)`` as in
+        :meth:`sample_with_log_prob`."""
+        return self.sample_with_log_prob(obs, noise)[0]
+
+    def compile_modules(self) -> list[nn.Module]:
+        """The velocity network and, for Flow-G, the state's noise scale (each called per sample)."""
+        return [self.velocity] + ([self.log_std] if self.log_std is not None else [])
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:

@@ -69,7 +69,8 @@ class FlowPolicy(nn.Module):
         return self.solver(lambda x, t: self.velocity(obs, x, t), noise)
 
     def sample(self, obs: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
-        """Differentiable actions ``(B, act_dim)`` inside the bounds; fresh noise unless ``noise`` is given."""
+        """Differentiable actions ``(B, act_dim)`` inside the bounds; ``noise`` the base draw ``(B, act_dim)``
+        (:meth:`base_noise`'s, fresh when None)."""
         if noise is None:
             noise = self.base_noise(obs.shape[0], obs)
         return self.bounds(torch.tanh(self.flow(obs, noise)))
@@ -79,6 +80,10 @@ class FlowPolicy(nn.Module):
         """Actions ``(B, act_dim)`` without gradients; ``deterministic`` integrates from zero noise."""
         noise = torch.zeros(obs.shape[0], self.act_dim, device=obs.device, dtype=obs.dtype) if deterministic else None
         return self.sample(obs, noise)
+
+    def compile_modules(self) -> list[nn.Module]:
+        """The velocity network (called once per solver stage; the solver itself is plain arithmetic)."""
+        return [self.velocity]
 
     def matching_loss(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """Per-sample conditional flow-matching loss ``(B,)`` toward ``action (B, act_dim)`` (in the bounds).

@@ -1,7 +1,10 @@
-"""What every actor-critic agent shares with the runner: acting, the update's float metrics, precision, checkpoints.
+"""What every actor-critic agent shares with the runner: acting, the update's float metrics and its counter,
+precision, compiling, checkpoints.
 
-A new agent subclasses :class:`ActorCritic`, builds its networks and optimisers, lists them in ``modules()`` and
-``optimizers()``, and writes ``_update(batch)`` as a short sequence of named ``(loss, info)`` steps. The runner,
+A new agent subclasses :class:`ActorCritic`, builds its networks and optimisers (target networks with
+:func:`~components.targets.target_copy`), lists them in ``modules()`` and ``optimizers()``, and writes
+``_update(batch)`` as a short sequence of named ``(loss, info)`` steps, its critic targets from
+:func:`~components.targets.td_target` and its periodic steps gated by :meth:`ActorCritic._due`. The runner,
 checkpoints, resume, evaluation and ``tools/`` then work unchanged (see ``flowrl/agents/sac.py``).
 """
 
@@ -15,6 +18,8 @@ import torch
 from torch import nn
 
 from components.buffers import Batch
+from components.protocols import Policy
+from flowrl.agents.compiled import compile_update, compiled_step, init_adam_state
 
 Info = dict[str, torch.Tensor]
 
@@ -41,8 +46,6 @@ def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, max_gra
     """
     params = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
     if torch.compiler.is_compiling():
-        from flowrl.agents.compiled import compiled_step
-
         compiled_step(optimizer, params, loss, max_grad_norm)
         return
     for p in params:
@@ -57,15 +60,20 @@ class ActorCritic:
     """The runner's interface: ``act``, ``update``, ``autocast``, ``compile``, ``compile_update``, ``modules``,
     ``state_dict``.
 
-    Subclasses set ``self.device``, ``self.amp_dtype``, ``self.policy`` (with ``act(obs, deterministic)``) and
-    ``self.num_updates``, and define ``modules()``, ``optimizers()`` and ``_update(batch) -> Info``.
+    Subclasses set ``self.device``, ``self.amp_dtype`` and ``self.policy`` (a :class:`~components.protocols.Policy`),
+    and define ``modules()``, ``optimizers()`` and ``_update(batch) -> Info``.
+
+    The update counter: ``num_updates`` is the number of finished updates. It is raised in one place, after
+    ``_update`` returns (:meth:`_metrics`), so that while an update runs it is that update's index counted from 0;
+    ``_due(every)`` says whether a periodic step (policy, targets, temperature) falls on it.
     """
 
     device: torch.device
     amp_dtype: torch.dtype | None
-    policy: nn.Module
+    policy: Policy
     num_updates: int
     max_grad_norm: float | None = None  # clip of the critic's gradient norm in ``critic_step`` (None: no clip)
+    uncompiled: tuple[str, ...] = ()  # names in ``modules()`` that ``compile`` leaves alone (a scalar temperature)
     _compiled_update: Callable[[Batch], tuple[tuple[str, ...], torch.Tensor]] | None = None  # compile_update's
 
     # ------------------------------------------------------------------------------------------- to override
@@ -81,16 +89,24 @@ class ActorCritic:
         raise NotImplementedError
 
     def delayed_update(self, batch: Batch) -> Info:
-        """A critic step every update, a ``policy_step`` every ``policy_delay``-th (the 2nd, 4th, ... for 2: the
-        counter is raised first, as the TD3 and SAC Flow references count). Agents that update so bind
+        """A critic step every update, a ``policy_step`` every ``policy_delay``-th (the 2nd, 4th, ... for 2, as the TD3
+        and SAC Flow references count: ``_due(policy_delay, first=False)``). Agents that update so bind
         ``_update = ActorCritic.delayed_update``."""
-        self.num_updates += 1
         info = self.critic_step(batch)
-        if self.num_updates % self.policy_delay == 0:
+        if self._due(self.policy_delay, first=False):
             info.update(self.policy_step(batch))
         return info
 
     # ------------------------------------------------------------------------------------------------ shared
+    def _due(self, every: int, first: bool = True) -> bool:
+        """Whether a step taken every ``every`` updates falls on the update now running (index ``num_updates``).
+
+        ``first``: the 1st, ``every + 1``-th, ... update (``num_updates % every == 0``: references whose counter is
+        read before it is raised, FlowRL's and DACER's); False: the ``every``-th, ``2 every``-th, ... (references
+        that raise their counter first, TD3's and SAC Flow's). Both are True on every update for ``every = 1``.
+        """
+        return self.num_updates % every == (0 if first else every - 1)
+
     def critic_step(self, batch: Batch) -> Info:
         """One optimiser step of the critic: ``self.critic_loss(batch)`` through ``self.critic_optimizer``.
 
@@ -110,6 +126,7 @@ class ActorCritic:
         """The whole update under :meth:`autocast`: the metric names and their values as one float32 tensor."""
         with self.autocast():
             info = self._update(batch)
+        self.num_updates += 1  # the one place the counter moves (see the class docstring)
         keys = tuple(info)
         return keys, torch.stack([info[k].float() for k in keys])
 
@@ -130,14 +147,15 @@ class ActorCritic:
         return self.policy.act(obs, deterministic=deterministic)
 
     def compile(self) -> None:
-        """``torch.compile`` every network's forward (``Trainer.compile = 'networks'``)."""
-        for module in self.modules().values():
-            module.compile()
+        """``torch.compile`` every network's forward (``Trainer.compile = 'networks'``): of each policy (and policy
+        target) its ``compile_modules()``, every other module in ``modules()`` whole, except the ``uncompiled``."""
+        for name, module in self.modules().items():
+            if name not in self.uncompiled:
+                for part in module.compile_modules() if isinstance(module, Policy) else [module]:
+                    part.compile()
 
     def compile_update(self, cudagraph: bool = False, backend: str = "inductor") -> None:
         """Compile the whole update (``Trainer.compile = 'update'``): see :mod:`flowrl.agents.compiled`."""
-        from flowrl.agents.compiled import compile_update
-
         self._compiled_update = compile_update(self, cudagraph, backend)
 
     def state_dict(self) -> dict:
@@ -155,7 +173,5 @@ class ActorCritic:
         for k, o in self.optimizers().items():
             o.load_state_dict(copy.deepcopy(state["optimizers"][k]))
             if self._compiled_update is not None:  # its step counters where the compiled step keeps them
-                from flowrl.agents.compiled import init_adam_state
-
                 init_adam_state(o)
         self.num_updates = int(state["num_updates"])

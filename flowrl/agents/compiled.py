@@ -21,16 +21,13 @@ batch copied into its static input buffers. It has not yet run on a GPU in this 
 from __future__ import annotations
 
 import types
-from typing import TYPE_CHECKING, Callable
+from typing import Callable, Protocol
 
 import torch
 from torch.optim.adam import adam as functional_adam
 
 from components.buffers import Batch
 from flowrl.errors import UserError
-
-if TYPE_CHECKING:
-    from flowrl.agents.base import ActorCritic
 
 MODES = ("update", "update+cudagraph", "networks")
 # Integer attributes that change every update, symbolic from the first compile (no recompile on their 2nd value).
@@ -94,7 +91,18 @@ def compiled_step(optimizer: torch.optim.Optimizer, params: list[torch.Tensor], 
             )  # fmt: skip
 
 
-def compile_update(agent: "ActorCritic", cudagraph: bool = False, backend: str = "inductor") -> Callable[[Batch], tuple]:
+class Updating(Protocol):
+    """What :func:`compile_update` reads of an agent (:class:`~flowrl.agents.base.ActorCritic` has it; this module
+    does not import it: ``base`` imports this module, and the arrow points one way)."""
+
+    device: torch.device
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]: ...
+
+    def _metrics(self, batch: Batch) -> tuple[tuple[str, ...], torch.Tensor]: ...
+
+
+def compile_update(agent: Updating, cudagraph: bool = False, backend: str = "inductor") -> Callable[[Batch], tuple]:
     """``agent._metrics`` compiled (see the module docstring); call it with a :class:`Batch`.
 
     ``backend``: torch.compile's; ``"aot_eager"`` traces the same graph (forward, backward, steps) and runs it op by

@@ -13,7 +13,6 @@ authors' code (happy-yan/DACER-Diffusion-with-Online-RL); ``gin/agents/dacer.gin
 
 from __future__ import annotations
 
-import copy
 from typing import Callable
 
 import gin
@@ -21,10 +20,11 @@ import torch
 from torch import nn
 
 from components.buffers import Batch
-from components.critics import frozen, polyak_update
+from components.critics import frozen
 from components.diffusion import DiffusionPolicy
 from components.distributional import DistributionalCriticLoss, DistributionalQEnsemble, min_mean_target
 from components.gmm_entropy import INSTALL, GaussianMixtureEntropy
+from components.targets import soft_update, target_copy, td_target
 from components.temperature import Temperature
 from flowrl.agents.base import ActorCritic, Info, adam, optimizer_step, prefixed
 from flowrl.errors import MissingDependencyError
@@ -48,7 +48,8 @@ class DACERAgent(ActorCritic):
 
     Args:
         obs_dim, act_dim: observation and action sizes; actions are in [-1, 1].
-        policy: factory ``(obs_dim, act_dim) -> DiffusionPolicy`` (anything with ``sample(obs, action_noise)``).
+        policy: factory ``(obs_dim, act_dim) -> DiffusionPolicy`` (a :class:`~components.protocols.Policy` whose
+            ``sample(obs, noise)`` reads ``noise`` as the action noise's std).
         critic: factory ``(obs_dim, act_dim) -> module (B, obs), (B, act) -> (mean, std) (E, B, 1) each``.
         critic_loss: factory ``num_members -> DistributionalCriticLoss``.
         entropy: ``actions (B, N, act_dim) -> () tensor``, the entropy estimate (None: a
@@ -98,7 +99,7 @@ class DACERAgent(ActorCritic):
         self.device, self.amp_dtype = torch.device(device), amp_dtype
         self.policy = policy(obs_dim, act_dim).to(self.device)
         self.critic = critic(obs_dim, act_dim).to(self.device)
-        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.critic_target = target_copy(self.critic)
         self.critic_loss_fn = critic_loss(self.critic.num_members).to(self.device)
         target = -0.9 * act_dim if target_entropy is None else target_entropy
         self.temperature = Temperature(act_dim, target, initial_alpha).to(self.device)
@@ -126,8 +127,9 @@ class DACERAgent(ActorCritic):
             next_mean, next_std = self.critic_target(batch.next_obs, next_action)
             z = torch.randn(next_mean.shape, device=next_mean.device, dtype=next_mean.dtype)
             next_q, next_sample = min_mean_target(next_mean, next_std, z)
-            reward, bootstrap = self.reward_scale * batch.reward, self.discount * (1.0 - batch.terminated)
-            target, target_sample = reward + bootstrap * next_q, reward + bootstrap * next_sample
+            reward = self.reward_scale * batch.reward
+            target = td_target(reward, batch.terminated, next_q, self.discount)
+            target_sample = td_target(reward, batch.terminated, next_sample, self.discount)
         mean, std = self.critic(batch.obs, batch.action)
         return self.critic_loss_fn(mean, std, target, target_sample)
 
@@ -148,13 +150,12 @@ class DACERAgent(ActorCritic):
 
     # ----------------------------------------------------------------------------------------------------- update
     def _update(self, batch: Batch) -> Info:
-        step = self.num_updates
         critic_loss, info = self.critic_loss(batch)
         info = prefixed("critic", info)
-        new_alpha = step % self.alpha_delay == 0
+        new_alpha, policy_due = self._due(self.alpha_delay), self._due(self.policy_delay)
         if new_alpha:
             self.entropy = self.estimate_entropy(batch.obs)
-        if step % self.policy_delay == 0:  # before the critic's step: its gradient goes through the old critic
+        if policy_due:  # before the critic's step: its gradient goes through the old critic
             loss, actor_info = self.actor_loss(batch)
             optimizer_step(self.policy_optimizer, loss)
             info.update(prefixed("actor", actor_info))
@@ -163,10 +164,9 @@ class DACERAgent(ActorCritic):
             alpha_loss, _ = self.temperature.loss(-self.entropy.reshape(1, 1))
             optimizer_step(self.alpha_optimizer, alpha_loss)
             info["alpha/loss"] = alpha_loss.detach()
-        if step % self.policy_delay == 0:
-            polyak_update(self.critic_target.parameters(), self.critic.parameters(), self.target_tau)
+        if policy_due:
+            soft_update(self.critic_target, self.critic, self.target_tau)
         info["alpha/value"], info["alpha/entropy"] = self.temperature.alpha, self.entropy
-        self.num_updates += 1
         return info
 
     # ------------------------------------------------------------------------------------------------------ acting
@@ -175,12 +175,9 @@ class DACERAgent(ActorCritic):
         ``get_deterministic_action`` runs the noisy chain with ``log_alpha = -inf``)."""
         return self.policy.sample(obs, 0.0 if deterministic else self.action_noise())
 
-    def compile(self) -> None:
-        """``torch.compile`` the noise network and both critics."""
-        for module in (self.policy.noise_net, self.critic, self.critic_target):
-            module.compile()
-
     # -------------------------------------------------------------------------------------------------- checkpoint
+    uncompiled = ("critic_loss", "temperature")  # ``compile`` takes the policy's noise network and both critics
+
     def modules(self) -> dict[str, nn.Module]:
         return {"policy": self.policy, "critic": self.critic, "critic_target": self.critic_target,
                 "critic_loss": self.critic_loss_fn, "temperature": self.temperature}

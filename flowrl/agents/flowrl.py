@@ -22,10 +22,10 @@ from components.critics import (
     expectile_loss,
     frozen,
     min_aggregate,
-    polyak_update,
 )
 from components.policy import FlowPolicy
 from components.regularizers import RegularizerInputs, W2Regularizer
+from components.targets import soft_update, target_copy, td_target
 from flowrl.agents.base import ActorCritic, Info, adam, optimizer_step, prefixed
 
 
@@ -85,8 +85,8 @@ class FlowRLAgent(ActorCritic):
         else:
             self.behaviour_critic = critic(obs_dim, act_dim).to(self.device)
         self.value = value(obs_dim).to(self.device)
-        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.behaviour_target = copy.deepcopy(self.behaviour_critic).requires_grad_(False)
+        self.critic_target = target_copy(self.critic)
+        self.behaviour_target = target_copy(self.behaviour_critic)
         self.regularizer = regularizer if regularizer is not None else W2Regularizer()
         self.aggregate = plain(aggregate)  # gin's wrapper costs a lock per call (components/configurable.py)
         self.discount, self.expectile = discount, expectile
@@ -103,7 +103,7 @@ class FlowRLAgent(ActorCritic):
         """Twin TD loss of ``Q``: ``y = r + gamma (1 - terminated) agg_i Q_target_i(s', pi(s'))``, summed MSEs."""
         with torch.no_grad():
             next_q = self.aggregate(self.critic_target(batch.next_obs, self.policy.sample(batch.next_obs)))
-            target = batch.reward + self.discount * (1.0 - batch.terminated) * next_q
+            target = td_target(batch.reward, batch.terminated, next_q, self.discount)
         q = self.critic(batch.obs, batch.action)
         loss = ensemble_td_loss(q, target)
         return loss, {"loss": loss.detach(), "q": q.detach().mean(), "target": target.mean()}
@@ -114,7 +114,7 @@ class FlowRLAgent(ActorCritic):
         ``q``: the online prediction ``Q_beta(s, a)`` ``(E, B, 1)`` if the caller already ran it.
         """
         with torch.no_grad():
-            target = batch.reward + self.discount * (1.0 - batch.terminated) * self.value(batch.next_obs)
+            target = td_target(batch.reward, batch.terminated, self.value(batch.next_obs), self.discount)
         q = self.behaviour_critic(batch.obs, batch.action) if q is None else q
         loss = ensemble_td_loss(q, target)
         return loss, {"loss": loss.detach(), "q": q.detach().mean()}
@@ -148,10 +148,8 @@ class FlowRLAgent(ActorCritic):
     # ----------------------------------------------------------------------------------------------------- update
     def _update(self, batch: Batch) -> Info:
         """Keys ``critic/``, ``behaviour/``, ``value/`` every update; ``actor/``, ``reg/`` on the policy's updates."""
-        policy_due = self.num_updates % self.policy_delay == 0  # updates 1, 1 + delay, ... as the reference
-        self.num_updates += 1
         info, seen = self.value_step(batch)
-        if policy_due:
+        if self._due(self.policy_delay):  # updates 1, 1 + delay, ... as the reference
             info.update(self.policy_step(batch, seen))
         return info
 
@@ -193,16 +191,9 @@ class FlowRLAgent(ActorCritic):
         """
         pi_loss, pi_info = self.actor_loss(batch, seen)
         optimizer_step(self.policy_optimizer, pi_loss)
-        polyak_update(self.critic_target.parameters(), self.critic.parameters(), self.target_tau)
-        polyak_update(self.behaviour_target.parameters(), self.behaviour_critic.parameters(), self.target_tau)
+        soft_update(self.critic_target, self.critic, self.target_tau)
+        soft_update(self.behaviour_target, self.behaviour_critic, self.target_tau)
         return {k if k.startswith("reg/") else f"actor/{k}": v for k, v in pi_info.items()}
-
-    # ------------------------------------------------------------------------------------------------------ acting
-    def compile(self) -> None:
-        """``torch.compile`` every network's forward (the velocity net, the critics and their targets, the value)."""
-        for module in (self.policy.velocity, self.critic, self.critic_target, self.behaviour_critic,
-                       self.behaviour_target, self.value):
-            module.compile()
 
     # -------------------------------------------------------------------------------------------------- checkpoint
     def modules(self) -> dict[str, nn.Module]:

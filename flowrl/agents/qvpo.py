@@ -12,7 +12,6 @@ differs and why.
 
 from __future__ import annotations
 
-import copy
 from typing import Callable
 
 import gin
@@ -21,9 +20,10 @@ from torch import nn
 
 from components.buffers import Batch
 from components.configurable import plain
-from components.critics import QEnsemble, ensemble_td_loss, min_aggregate, polyak_update
+from components.critics import QEnsemble, ensemble_td_loss, min_aggregate
 from components.diffusion import DiffusionPolicy
 from components.selectors import Candidates, best_of_n, q_advantage_weights
+from components.targets import soft_update, target_copy, td_target
 from flowrl.agents.base import ActorCritic, Info, adam, optimizer_step, prefixed
 
 
@@ -90,9 +90,9 @@ class QVPOAgent(ActorCritic):
             raise ValueError("QVPOAgent.entropy_weight, entropy_weight_min and entropy_samples must be >= 0")
         self.device, self.amp_dtype = torch.device(device), amp_dtype
         self.policy = policy(obs_dim, act_dim).to(self.device)
-        self.policy_target = copy.deepcopy(self.policy).requires_grad_(False)
+        self.policy_target = target_copy(self.policy)
         self.critic = critic(obs_dim, act_dim).to(self.device)
-        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.critic_target = target_copy(self.critic)
         # plain: gin's wrapper costs a lock per call, which torch.compile cannot trace (components/configurable.py)
         self.weights, self.aggregate, self.discount = plain(weights), plain(aggregate), discount
         self.train_candidates, self.behaviour_candidates = train_candidates, behaviour_candidates
@@ -111,14 +111,15 @@ class QVPOAgent(ActorCritic):
         with torch.no_grad():
             best = best_of_n(self.policy_target.sample, self.critic_target, batch.next_obs, self.target_candidates,
                              self.aggregate)
-            target = batch.reward + self.discount * (1.0 - batch.terminated) * best.q
+            target = td_target(batch.reward, batch.terminated, best.q, self.discount)
         q = self.critic(batch.obs, batch.action)
         loss = ensemble_td_loss(q, target)
         return loss, {"loss": loss.detach(), "q": q.detach().mean(), "target": target.mean()}
 
     def entropy_weight_now(self) -> float:
         """The entropy term's weight at this update: ``entropy_weight * (1 - u / entropy_decay_updates)`` after ``u``
-        updates, floored at ``entropy_weight_min``."""
+        finished updates (``num_updates``: the first update's weight is the undecayed one, as the reference's),
+        floored at ``entropy_weight_min``."""
         if self.entropy_decay_updates is None:
             return self.entropy_weight
         decayed = self.entropy_weight * (1.0 - self.num_updates / self.entropy_decay_updates)
@@ -148,15 +149,14 @@ class QVPOAgent(ActorCritic):
     def _update(self, batch: Batch) -> Info:
         info = self.critic_step(batch)
         info.update(self.policy_step(batch))
-        self.num_updates += 1  # after: the first update's entropy weight is the undecayed one, as the reference's
         return info
 
     def policy_step(self, batch: Batch) -> Info:
         """One optimiser step of the policy, then both targets' Polyak steps (the critic's first, as the reference)."""
         loss, info = self.actor_loss(batch)
         optimizer_step(self.policy_optimizer, loss, self.max_grad_norm)
-        polyak_update(self.critic_target.parameters(), self.critic.parameters(), self.target_tau)
-        polyak_update(self.policy_target.parameters(), self.policy.parameters(), self.target_tau)
+        soft_update(self.critic_target, self.critic, self.target_tau)
+        soft_update(self.policy_target, self.policy, self.target_tau)
         return prefixed("actor", info)
 
     # ------------------------------------------------------------------------------------------------------ acting
@@ -164,11 +164,6 @@ class QVPOAgent(ActorCritic):
         """The best of ``eval_candidates`` (evaluation) or ``behaviour_candidates`` (training) samples under ``Q``."""
         num = self.eval_candidates if deterministic else self.behaviour_candidates
         return best_of_n(self.policy.sample, self.critic, obs, num, self.aggregate).action
-
-    def compile(self) -> None:
-        """``torch.compile`` the noise networks and both critics."""
-        for module in (self.policy.noise_net, self.policy_target.noise_net, self.critic, self.critic_target):
-            module.compile()
 
     # -------------------------------------------------------------------------------------------------- checkpoint
     def modules(self) -> dict[str, nn.Module]:

@@ -10,7 +10,6 @@ the policy and its loss; ``gin/agents/sac.gin`` sets its width to the paper's 25
 
 from __future__ import annotations
 
-import copy
 from typing import Callable
 
 import gin
@@ -19,8 +18,9 @@ from torch import nn
 
 from components.buffers import Batch
 from components.configurable import plain
-from components.critics import QEnsemble, ensemble_td_loss, frozen, min_aggregate, polyak_update
+from components.critics import QEnsemble, ensemble_td_loss, frozen, min_aggregate
 from components.gaussian_policy import GaussianPolicy
+from components.targets import soft_update, target_copy, td_target
 from components.temperature import Temperature
 from flowrl.agents.base import ActorCritic, Info, adam, optimizer_step, prefixed
 
@@ -65,7 +65,7 @@ class SACAgent(ActorCritic):
         self.device, self.amp_dtype = torch.device(device), amp_dtype
         self.policy = policy(obs_dim, act_dim).to(self.device)
         self.critic = critic(obs_dim, act_dim).to(self.device)
-        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.critic_target = target_copy(self.critic)
         self.temperature = temperature(act_dim).to(self.device)
         # plain: gin's wrapper costs a lock per call, which torch.compile cannot trace (components/configurable.py)
         self.aggregate, self.discount, self.target_tau = plain(aggregate), discount, target_tau
@@ -82,7 +82,7 @@ class SACAgent(ActorCritic):
             next_action, next_log_prob = self.policy.sample_with_log_prob(batch.next_obs)
             next_q = self.aggregate(self.critic_target(batch.next_obs, next_action))
             soft_value = next_q - self.temperature.alpha * next_log_prob
-            target = batch.reward + self.discount * (1.0 - batch.terminated) * soft_value
+            target = td_target(batch.reward, batch.terminated, soft_value, self.discount)
         q = self.critic(batch.obs, batch.action)
         loss = ensemble_td_loss(q, target)
         return loss, {"loss": loss.detach(), "q": q.detach().mean(), "target": target.mean()}
@@ -98,7 +98,6 @@ class SACAgent(ActorCritic):
 
     # ----------------------------------------------------------------------------------------------------- update
     def _update(self, batch: Batch) -> Info:
-        self.num_updates += 1
         info = self.critic_step(batch)
         info.update(self.policy_step(batch))
         return info
@@ -109,10 +108,12 @@ class SACAgent(ActorCritic):
         optimizer_step(self.policy_optimizer, pi_loss)
         alpha_loss, alpha_info = self.temperature.loss(log_prob)
         optimizer_step(self.temperature_optimizer, alpha_loss)
-        polyak_update(self.critic_target.parameters(), self.critic.parameters(), self.target_tau)
+        soft_update(self.critic_target, self.critic, self.target_tau)
         return {**prefixed("actor", pi_info), **prefixed("alpha", alpha_info)}
 
     # -------------------------------------------------------------------------------------------------- checkpoint
+    uncompiled = ("temperature",)  # one scalar: ``compile`` takes the policy's networks and both critics
+
     def modules(self) -> dict[str, nn.Module]:
         return {"policy": self.policy, "critic": self.critic, "critic_target": self.critic_target,
                 "temperature": self.temperature}
@@ -120,8 +121,3 @@ class SACAgent(ActorCritic):
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"critic": self.critic_optimizer, "policy": self.policy_optimizer,
                 "temperature": self.temperature_optimizer}
-
-    def compile(self) -> None:
-        """``torch.compile`` the policy's network and both critics (the temperature is one scalar)."""
-        for module in (self.policy.net, self.critic, self.critic_target):
-            module.compile()

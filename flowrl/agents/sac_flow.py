@@ -25,6 +25,7 @@ from components.buffers import Batch
 from components.configurable import plain
 from components.critics import QEnsemble, ensemble_td_loss, frozen, min_aggregate
 from components.noisy_flow import NoisyFlowPolicy
+from components.targets import td_target
 from components.temperature import AlphaTemperature, Temperature
 from flowrl.agents.base import ActorCritic, Info, adam, optimizer_step, prefixed
 
@@ -106,7 +107,7 @@ class SACFlowAgent(ActorCritic):
         q, next_q = both.chunk(2, dim=1)
         with torch.no_grad():
             soft_value = self.aggregate(next_q) - self.temperature.alpha * next_log_prob
-            target = batch.reward + self.discount * (1.0 - batch.terminated) * soft_value
+            target = td_target(batch.reward, batch.terminated, soft_value, self.discount)
         loss = 0.5 * ensemble_td_loss(q, target)
         return loss, {"loss": loss.detach(), "q": q.detach().mean(), "target": target.mean()}
 

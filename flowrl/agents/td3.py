@@ -10,7 +10,6 @@ runner owns the batch size and warm-up (the code: 25,000 random steps). The crit
 
 from __future__ import annotations
 
-import copy
 from typing import Callable
 
 import gin
@@ -19,8 +18,9 @@ from torch import nn
 
 from components.buffers import Batch
 from components.configurable import plain
-from components.critics import QEnsemble, ensemble_td_loss, frozen, min_aggregate, polyak_update
+from components.critics import QEnsemble, ensemble_td_loss, frozen, min_aggregate
 from components.deterministic_policy import DeterministicPolicy
+from components.targets import soft_update, target_copy, td_target
 from flowrl.agents.base import ActorCritic, Info, adam, optimizer_step, prefixed
 
 
@@ -29,8 +29,8 @@ class TD3Agent(ActorCritic):
     """TD3: deterministic policy ``pi`` (+ target), twin critic ``Q`` (+ target).
 
     Every update trains the critic; every ``policy_delay``-th (the 2nd, 4th, ... as the authors' counter, which is
-    incremented before the check) also trains the actor on ``Q_1`` and then moves both targets toward their online
-    copies.
+    incremented before the check: ``_due(policy_delay, first=False)``) also trains the actor on ``Q_1`` and then
+    moves both targets toward their online copies.
 
     Args:
         obs_dim, act_dim: observation and action sizes; actions are in [-1, 1].
@@ -67,9 +67,9 @@ class TD3Agent(ActorCritic):
     ):
         self.device, self.amp_dtype = torch.device(device), amp_dtype
         self.policy = policy(obs_dim, act_dim).to(self.device)
-        self.policy_target = copy.deepcopy(self.policy).requires_grad_(False)
+        self.policy_target = target_copy(self.policy)
         self.critic = critic(obs_dim, act_dim).to(self.device)
-        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.critic_target = target_copy(self.critic)
         # plain: gin's wrapper costs a lock per call, which torch.compile cannot trace (components/configurable.py)
         self.aggregate, self.discount, self.target_tau = plain(aggregate), discount, target_tau
         self.policy_delay = policy_delay
@@ -86,7 +86,7 @@ class TD3Agent(ActorCritic):
         with torch.no_grad():
             next_action = self.policy_target.smoothed(batch.next_obs, self.target_noise, self.target_noise_clip)
             next_q = self.aggregate(self.critic_target(batch.next_obs, next_action))
-            target = batch.reward + self.discount * (1.0 - batch.terminated) * next_q
+            target = td_target(batch.reward, batch.terminated, next_q, self.discount)
         q = self.critic(batch.obs, batch.action)
         loss = ensemble_td_loss(q, target)
         return loss, {"loss": loss.detach(), "q": q.detach().mean(), "target": target.mean()}
@@ -105,8 +105,8 @@ class TD3Agent(ActorCritic):
         """One optimiser step of the actor, then both targets' Polyak steps."""
         loss, info = self.actor_loss(batch)
         optimizer_step(self.policy_optimizer, loss)
-        polyak_update(self.critic_target.parameters(), self.critic.parameters(), self.target_tau)
-        polyak_update(self.policy_target.parameters(), self.policy.parameters(), self.target_tau)
+        soft_update(self.critic_target, self.critic, self.target_tau)
+        soft_update(self.policy_target, self.policy, self.target_tau)
         return prefixed("actor", info)
 
     # ------------------------------------------------------------------------------------------------------ acting
