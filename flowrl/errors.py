@@ -30,3 +30,25 @@ def install_hint(extra: str) -> str:
         return f"pip install 'flowrl-kit[{extra}]'"
     where = "." if Path.cwd().resolve() == root else str(root)
     return f"pip install -e '{where}[{extra}]'"
+
+
+def folder_argument(path, flag: str) -> None:
+    """Refuse, in one line, a folder argument (``flag``) where a file stands: at ``path`` or at a folder above it."""
+    from pathlib import Path
+
+    path = Path(path)
+    for p in (path, *path.parents):
+        if p.exists() and not p.is_dir():
+            where = f"'{path}' is a file" if p == path else f"'{path}' lies in '{p}', which is a file"
+            raise UserError(f"{flag} {where}, not a folder; fix: name a folder (made if new) or move the file away")
+
+
+def file_argument(path, flag: str, example: str) -> None:
+    """Refuse, in one line, a file argument (``flag``) that names a folder, or lies in a file; ``example``: a name
+    the fix suggests for a file in that folder."""
+    from pathlib import Path
+
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{flag} '{path}' is a folder, not a file; fix: name a file, e.g. {flag} {path / example}")
+    folder_argument(path.parent, flag)
