@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 from flowrl.errors import UserError
-from flowrl.report import figures, markdown
+import flowrl.report.figures as figures
+import flowrl.report.markdown as markdown
 from flowrl.report.runs import load_runs
 from flowrl.report.write import compute
 

@@ -1,11 +1,12 @@
 """Hyperparameter search: an Optuna study over gin bindings and overlays, each trial an ordinary run folder.
 
 ``run_search`` is what ``tools/sweep.py --search N --space SPACE`` calls. The driver alone talks to the study (SQLite
-in the sweep folder, ``study.db``): it asks for a trial, starts its run on the sweep executor (:mod:`~flowrl.sweep.execute`), reads
-the run's evaluations from ``metrics.jsonl`` as they appear, reports them to the study, and when the pruner says so
-stops the run (it checkpoints; the folder gets ``pruned.json``, the study the ``pruned`` state); a run that reaches its
-end is told with its objective (the final eval return, or the area under the curve). Nothing on the trials' machines
-touches the database. The same command run again continues the study: finished and pruned trials stay as they are,
+in the sweep folder, ``study.db``): it asks for a trial, starts its run on the sweep executor
+(:mod:`~flowrl.sweep.execute`, here or on Ray, with or without ``--storage``), reads the run's evaluations from
+``metrics.jsonl`` as they appear, reports them to the study, and when the pruner says so stops the run (it
+checkpoints; the folder gets ``pruned.json``, the study the ``pruned`` state); a run that reaches its end is told with
+its objective (the final eval return, or the area under the curve). Nothing on the trials' machines touches the
+database. The same command run again continues the study: finished and pruned trials stay as they are,
 trials that were running resume from their checkpoints, and new ones are asked for until there are N.
 """
 
