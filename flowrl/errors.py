@@ -34,3 +34,33 @@ def install_hint(extra: str) -> str:
         return f"pip install 'flowrl-kit[{extra}]'"
     where = "." if Path.cwd().resolve() == root else str(root)
     return f"pip install -e '{where}[{extra}]'"
+
+
+def _file_at_or_above(path):
+    """The first of ``path`` and the folders above it that exists and is not a folder (a file there), or None."""
+    return next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+
+
+def folder_argument(path, flag: str) -> None:
+    """Refuse, in one line, a folder argument (``flag``) where a file stands: at ``path`` or at a folder above it."""
+    from pathlib import Path
+
+    path = Path(path)
+    found = _file_at_or_above(path)
+    if found is not None:
+        where = f"'{path}' is a file" if found == path else f"'{path}' lies in '{found}', which is a file"
+        raise UserError(f"{flag} {where}, not a folder; fix: name a folder (made if new) or move the file away")
+
+
+def file_argument(path, flag: str, example: str) -> None:
+    """Refuse, in one line, a file argument (``flag``) that names a folder, or that lies in a file; ``example``: a
+    name the fix suggests for a file in that folder."""
+    from pathlib import Path
+
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{flag} '{path}' is a folder, not a file; fix: name a file, e.g. {flag} {path / example}")
+    found = _file_at_or_above(path.parent)
+    if found is not None:
+        raise UserError(f"{flag} '{path}' lies in '{found}', which is a file, not a folder; fix: name a file in a "
+                        f"folder, or move that file away")

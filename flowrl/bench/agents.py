@@ -4,14 +4,17 @@ batch, observation and action sizes). Serves ``tools/bench.py agents``."""
 
 from __future__ import annotations
 
+import argparse
 import statistics
 from pathlib import Path
 
 import torch
+from rich.console import Console
 
 from components.buffers import ReplayBuffer
 from flowrl.bench import utils as bu
 from flowrl.build import Settings, make_agent
+from flowrl.bench.tables import table
 from flowrl.config import parse
 
 AGENT_FILES = ("gin/agents/flowrl.gin", "gin/agents/qvpo.gin", "gin/agents/dacer.gin", "gin/agents/sac_flow_g.gin",
@@ -52,3 +55,26 @@ def compare(agent_files=AGENT_FILES, dtypes=("fp32",), dims=bu.HUMANOID_RUN, bat
                      "ms_per_update": statistics.median(t["update"]), "us_per_act": statistics.median(t["act"]),
                      "us_per_eval_act": statistics.median(t["eval"])})
     return rows
+
+
+def cmd_agents(args: argparse.Namespace, console: Console) -> dict:
+    """Every agent's ms per update and microseconds per action (training: 1 observation; evaluation: 1 observation),
+    each at its own paper's sizes (its gin/agents/ file), humanoid-run dims, batch 256, fp32 and, where the CPU
+    computes bf16 natively, bf16; interleaved round by round in one process."""
+    from flowrl.build.hardware import cpu_has_native_bf16  # noqa: PLC0415
+
+    dtypes = ["fp32"] + (["bf16"] if cpu_has_native_bf16() and not args.quick else [])
+    overlays = ["gin/smoke.gin"] if args.quick else []
+    rows = compare(args.agent or AGENT_FILES, dtypes, batch=32 if args.quick else 256,
+                   rounds=1 if args.quick else args.rounds, updates=1 if args.quick else 2,
+                   acts=4 if args.quick else 20, overlays=overlays)
+    base = {r["precision"]: r for r in rows if r["agent"] == "flowrl"}
+    out = []
+    for r in rows:
+        ref = base.get(r["precision"])
+        out.append([r["agent"], r["precision"], f"{r['parameters']:,}", r["ms_per_update"],
+                    r["ms_per_update"] / ref["ms_per_update"] if ref else "-", r["us_per_act"], r["us_per_eval_act"]])
+    title = "agents at their papers' sizes" + (" (--quick: smoke sizes, batch 32)" if args.quick else "")
+    console.print(table(title, ["agent", "precision", "parameters", "ms/update", "x flowrl", "us/act",
+                                "us/eval act"], out))
+    return {"rows": rows, "precisions": dtypes}

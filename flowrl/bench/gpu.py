@@ -10,15 +10,19 @@ variant is a row that says it needs CUDA.
 
 from __future__ import annotations
 
+import argparse
+import json
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from rich.console import Console
 
 from components.buffers import ReplayBuffer
 from flowrl.bench import utils as bu
 from flowrl.bench.agents import AGENT_FILES, build
+from flowrl.reference import check_checkout
 
 # (name, bf16 autocast, Trainer.compile)
 VARIANTS = (("fp32", False, False), ("bf16", True, False), ("compiled", False, "update"),
@@ -89,3 +93,19 @@ def markdown(result: dict, machine: dict) -> str:
             lines.append(f"| {c['setting']} | {c['update_pair_ms']['reference']:.2f} | "
                          f"{c['update_pair_ms']['flowrl']:.2f} | {c['update_ratio']:.2f} |")
     return "\n".join(lines) + "\n"
+
+
+def cmd_gpu(args: argparse.Namespace, console: Console) -> dict:
+    """The whole GPU measurement (every agent: fp32, bf16, compiled update, + CUDA graph; action latency; peak
+    memory; the reference side by side with --ref) into OUT/gpu.json and OUT/gpu.md; docs/gpu.md says how."""
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.ref is not None:
+        check_checkout(args.ref)
+    result = measure(device, quick=args.quick, ref=args.ref)
+    args.out.mkdir(parents=True, exist_ok=True)
+    machine = bu.machine_info()
+    (args.out / "gpu.json").write_text(json.dumps({"machine": machine, **result}, indent=2, default=str) + "\n")
+    (args.out / "gpu.md").write_text(markdown(result, machine))
+    console.print(markdown(result, machine))
+    console.print(f"wrote {args.out / 'gpu.json'} and {args.out / 'gpu.md'}")
+    return result

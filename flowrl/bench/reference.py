@@ -15,6 +15,7 @@ on its evaluation path under ``no_grad``, against ``FlowRLAgent.act``.
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 from pathlib import Path
@@ -22,9 +23,12 @@ from typing import Callable
 
 import numpy as np
 import torch
+from rich.console import Console
 
 from components.buffers import Batch
 from flowrl.bench import utils as bu
+from flowrl.bench.compute import BATCH
+from flowrl.bench.tables import table
 from flowrl.reference import build_reference
 
 SETTINGS = ("fp32", "bf16", "compiled", "compiled-networks")
@@ -115,3 +119,22 @@ def compare(ref_dir: Path, setting: str, obs_dim: int, act_dim: int, hidden: int
         "act_ratio_training_path": act["flowrl"] / act["reference (training path)"],
         "act_ratio_no_grad_path": act["flowrl"] / act["reference (no_grad path)"],
     }  # fmt: skip
+
+
+def cmd_reference(args: argparse.Namespace, console: Console) -> dict:
+    """flowrl vs the authors' reference (``--ref DIR``) at equal settings, interleaved in one process."""
+    rounds, warm = (3, 1) if args.quick else (args.rounds, 5)
+    obs_dim, act_dim, hidden = (17, 6, 64) if args.quick else (*bu.HUMANOID_RUN, 512)
+    backend = "aot_eager" if args.quick else "inductor"  # quick: trace the compiled update without inductor's minutes
+    results = [compare(args.ref, s, obs_dim, act_dim, hidden, BATCH, rounds, warm, args.device, backend)
+               for s in args.settings]
+    console.print(table(
+        f"flowrl vs reference, one process, {torch.get_num_threads()} thread(s), obs {obs_dim}, act {act_dim}, "
+        f"hidden {hidden}, batch {BATCH}, median of {rounds} interleaved rounds",
+        ["setting", "ref ms / update pair", "flowrl ms / update pair", "flowrl / ref", "ref µs / act (train path)",
+         "ref µs / act (no_grad)", "flowrl µs / act", "flowrl / ref (train)", "flowrl / ref (no_grad)"],
+        [[r["setting"], r["update_pair_ms"]["reference"], r["update_pair_ms"]["flowrl"], r["update_ratio"],
+          r["act_us"]["reference (training path)"], r["act_us"]["reference (no_grad path)"], r["act_us"]["flowrl"],
+          r["act_ratio_training_path"], r["act_ratio_no_grad_path"]] for r in results],
+    ))  # fmt: skip
+    return {"reference": str(args.ref), "comparisons": results}

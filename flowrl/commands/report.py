@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from flowrl.cli import OneLineParser, positive_int, prog, run_main
+from flowrl.errors import folder_argument
 
 
 def main() -> int:
@@ -31,6 +32,9 @@ def main() -> int:
     p.add_argument("--at-step", type=positive_int, metavar="N",
                    help="judge every run by its evaluations up to env step N (runs of unequal length, a live sweep)")
     args = p.parse_args()
+    for flag, folder in (("--out", args.out), ("--download", args.download)):
+        if folder is not None:
+            folder_argument(folder, flag)
     from flowrl.report import write_report
     from flowrl.report.study import is_study, write_study_report
 

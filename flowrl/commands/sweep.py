@@ -16,7 +16,7 @@ from pathlib import Path
 
 from flowrl.cli import OneLineParser, positive_int, prog, run_main
 from flowrl.sweep import run_sweep
-from flowrl.sweep.search import OBJECTIVES, PRUNERS, SAMPLERS
+from flowrl.sweep.study import OBJECTIVES, PRUNERS, SAMPLERS
 
 
 def build_parser() -> OneLineParser:
@@ -85,9 +85,6 @@ def _search(args, binds: list[str]) -> int:
 
     if args.search is None or args.space is None:
         raise UserError("a study needs both --search N and --space SPACE; fix: add the missing one (docs/search.md)")
-    if args.storage or args.ship_deps:
-        raise UserError(f"--{'storage' if args.storage else 'ship-deps'} is for grids so far; fix: drop it and give the "
-                        f"study an --out that the driver's machine keeps (docs/search.md)")
     if args.vary or args.shard:
         raise UserError(f"--{'vary' if args.vary else 'shard'} is for grids; fix: drop it (a study's overlays are "
                         f"choices in --space: 'overlay': choice(None, 'gin/ablations/reg_kl.gin'))")
@@ -97,7 +94,7 @@ def _search(args, binds: list[str]) -> int:
                       search_seed=args.search_seed, confirm=args.confirm,
                       threads=args.threads, parallel=args.parallel, ray=args.ray, ray_address=args.ray_address,
                       ray_cpus=args.ray_cpus, gpus=args.gpus, max_retries=args.max_retries, dry_run=args.dry_run,
-                      command=[sys.executable, *sys.argv])
+                      command=[sys.executable, *sys.argv], storage=args.storage, ship_deps=args.ship_deps)
 
 
 def cli() -> None:

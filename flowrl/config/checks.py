@@ -113,6 +113,13 @@ def check_device(device: str) -> None:
                         f" fix: --device cpu (or auto)")
 
 
+def changes_shape(name: str) -> bool:
+    """Whether binding ``Configurable.param`` (or a longer dotted selector) changes what a checkpoint holds: the
+    task, the env count, the buffer, the agent and network sizes."""
+    short = ".".join(name.split(".")[-2:])
+    return short in _SHAPE_NAMES or short.split(".")[-1] in _SHAPE_PARAMS
+
+
 def check_resume(bindings: Sequence[str], saved: dict[str, Any]) -> None:
     """Refuse ``--bind`` overrides on resume that change a shape the checkpoint holds (``saved``: the run's values)."""
     now = bound_values()
@@ -123,7 +130,7 @@ def check_resume(bindings: Sequence[str], saved: dict[str, Any]) -> None:
         scope, _, selector = match.group(1).rpartition("/")
         short = ".".join(selector.split(".")[-2:])  # 'components.velocity.MLPVelocity.hidden' -> 'MLPVelocity.hidden'
         name = f"{scope}/{short}" if scope else short
-        if short not in _SHAPE_NAMES and short.split(".")[-1] not in _SHAPE_PARAMS:
+        if not changes_shape(short):
             continue
         before, after = saved.get(name), now.get(name)
         if repr(before) != repr(after):

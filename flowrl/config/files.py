@@ -80,3 +80,17 @@ def agent_files(paths: list[Path]) -> list[Path]:
     ``paths``, each once, in order."""
     agents = (gin_home() / "gin" / "agents").resolve()
     return list(dict.fromkeys(p for p in paths if p.resolve().parent == agents))
+
+
+def split_agent(files: list[str]) -> tuple[list[str], str | None]:
+    """``(files, agent)``: where a file of ``gin/agents/`` comes after files that already reach an agent, it is the
+    agent that replaces theirs (``tools/run.py --agent``), as a sweep's agent variant over its base means; else
+    ``(files, None)``. ``[flowrl_cheetah_run.gin, agents/sac.gin]`` -> ``([flowrl_cheetah_run.gin], agents/sac.gin)``."""
+    found = [find_gin(f) for f in files]
+    for i in range(len(files) - 1, 0, -1):
+        if found[i] is None or not found[i].is_file() or not agent_files([found[i]]):
+            continue
+        earlier = [r for f in found[:i] if f is not None and f.is_file() for r in check_includes(f)]
+        if agent_files(earlier):
+            return [*files[:i], *files[i + 1:]], files[i]
+    return list(files), None

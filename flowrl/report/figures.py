@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from flowrl.report import stats
+import flowrl.report.stats as stats  # the defining module, not the package that imports this one
 from flowrl.report.runs import Run, group
 from flowrl.run.folder import slug
 

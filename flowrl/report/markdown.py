@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from flowrl.report import stats
+from flowrl.report.stats import METRICS
 
 
 def _fmt(e: dict, digits: int = 1) -> str:
@@ -51,7 +51,7 @@ def render(result: dict, figures: dict[str, str], sources: Sequence[Path]) -> st
         lines += [f"| {t} | {d['divisor']:g} | {d['why']} |" for t, d in norm["tasks"].items()]
         lines += ["", "| variant | runs per task | IQM | mean | optimality gap |", "|---|---|---|---|---|"]
         for v, e in norm["variants"].items():
-            lines.append(f"| {v} | {e['runs_per_task']} | " + " | ".join(_fmt(e[m], 3) for m in stats.METRICS) + " |")
+            lines.append(f"| {v} | {e['runs_per_task']} | " + " | ".join(_fmt(e[m], 3) for m in METRICS) + " |")
         lines += ["", "![aggregate metrics](aggregate.png)", "", "![performance profiles](profiles.png)", ""]
         if norm["improvement"]:
             lines += [f"### Probability of improvement over `{base}`", "",

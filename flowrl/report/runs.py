@@ -26,9 +26,11 @@ from flowrl.run.metrics import read_metrics
 
 METRIC = "eval/return_mean"
 BASE = "base"
-# Bindings that say how or where a run ran, not what it is; they never make a variant.
-_IGNORED = {"Trainer.seed", "make_env.task", "Trainer.num_threads", "Trainer.display", "Trainer.device",
-            "EnvpoolDMC.num_threads", "Trainer.wandb", "Trainer.video_every"}
+# Bindings that say how or where a run ran, not what it is: they never set runs apart (a report's variant, a plot's
+# curve). The one list for both.
+HOW_IT_RAN = frozenset({"Trainer.seed", "Trainer.num_threads", "Trainer.display", "Trainer.device",
+                        "EnvpoolDMC.num_threads", "Trainer.wandb", "Trainer.video_every"})
+_IGNORED = HOW_IT_RAN | {"make_env.task"}  # a report keys runs by task apart from their variant
 
 
 @dataclass
@@ -70,7 +72,8 @@ def find_runs(paths: Sequence[Path]) -> list[Path]:
     found: set[Path] = set()
     for path in map(Path, paths):
         if not path.is_dir():
-            raise UserError(f"'{path}' is not a folder; fix: pass run folders or a sweep folder (tools/sweep.py --out)")
+            what = "is a file, not a folder" if path.exists() else "is not a folder"
+            raise UserError(f"'{path}' {what}; fix: pass run folders or a sweep folder (tools/sweep.py --out)")
         candidates = [path / "config.gin", *path.rglob("config.gin")]
         found.update(c.parent for c in candidates if c.is_file() and (c.parent / "metrics.jsonl").is_file())
     if not found:
@@ -80,12 +83,18 @@ def find_runs(paths: Sequence[Path]) -> list[Path]:
     return sorted(found)
 
 
-def _sets_task(gin_file: str) -> bool:
+def gin_file(name: str) -> Path | None:
+    """The gin file a run's command named (a path or a shipped name), or None where it is gone or ambiguous."""
     try:
-        found = find_gin(gin_file)
+        found = find_gin(name)
     except UserError:  # a name found twice in the shipped tree
-        return False
-    return found is not None and found.is_file() and "make_env.task" in bindings.parse_file(found)
+        return None
+    return found if found is not None and found.is_file() else None
+
+
+def _sets_task(name: str) -> bool:
+    found = gin_file(name)
+    return found is not None and "make_env.task" in bindings.parse_file(found)
 
 
 def _items(run_dir: Path, config: dict) -> tuple[str, ...]:

@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 from flowrl.errors import UserError
-from flowrl.report import figures, markdown
+import flowrl.report.figures as figures
+import flowrl.report.markdown as markdown
 from flowrl.report.runs import load_runs
 from flowrl.report.write import compute
 
@@ -18,7 +19,7 @@ TOP = 10  # rows of the best-trials table
 
 
 def is_study(path: Path) -> bool:
-    from flowrl.sweep.search import STUDY_DB
+    from flowrl.sweep.study import STUDY_DB
 
     return (Path(path) / STUDY_DB).is_file()
 
@@ -26,7 +27,7 @@ def is_study(path: Path) -> bool:
 def study_numbers(out: Path) -> dict:
     """Every number of the study section: trials (state, value, params, env steps, seconds, intermediate values),
     importances, the best trial and the env steps used against a grid of as many full trials."""
-    from flowrl.sweep.search import STUDY_FILE, STUDY_NAME, require_optuna
+    from flowrl.sweep.study import STUDY_FILE, STUDY_NAME, require_optuna
     from flowrl.sweep.trial import progress
 
     optuna = require_optuna()

@@ -11,7 +11,9 @@ from typing import Sequence
 import numpy as np
 
 from flowrl.errors import UserError
-from flowrl.report import figures, markdown, stats
+from flowrl.report.figures import draw
+from flowrl.report.markdown import render
+from flowrl.report.stats import aggregates, improvement, interval, normaliser
 from flowrl.report.runs import BASE, PROVENANCE_FIELDS, Run, group, load_runs
 
 
@@ -36,13 +38,13 @@ def compute(runs: Sequence[Run], base: str | None = None, reps: int = 2000, seed
     for task, by_variant in groups.items():
         result["tasks"][task] = {
             v: {"seeds": [r.seed for r in rs], "steps": _span(rs),
-                "final": _est(*stats.interval([r.final for r in rs], reps, seed)),
-                "auc": _est(*stats.interval([r.auc for r in rs], reps, seed)), "runs": [str(r.path) for r in rs]}
+                "final": _est(*interval([r.final for r in rs], reps, seed)),
+                "auc": _est(*interval([r.auc for r in rs], reps, seed)), "runs": [str(r.path) for r in rs]}
             for v, rs in by_variant.items()
         }  # fmt: skip
 
     # Across tasks: normalised final returns, a (runs, tasks) matrix per variant over the tasks every variant ran.
-    divisors = {t: stats.normaliser(t) for t in groups}
+    divisors = {t: normaliser(t) for t in groups}
     tasks = [t for t, d in divisors.items() if d is not None]
     kept = [v for v in variants if all(v in groups[t] for t in tasks)]
     norm: dict = {"tasks": {t: {"divisor": divisors[t][0], "why": divisors[t][1]} for t in tasks},
@@ -53,11 +55,11 @@ def compute(runs: Sequence[Run], base: str | None = None, reps: int = 2000, seed
         for v in kept:
             n = min(len(groups[t][v]) for t in tasks)  # equal runs per task; the lowest seeds are kept
             scores[v] = np.array([[r.final / divisors[t][0] for r in groups[t][v][:n]] for t in tasks]).T
-        for v, by_metric in stats.aggregates(scores, reps, seed).items():
+        for v, by_metric in aggregates(scores, reps, seed).items():
             norm["variants"][v] = {"runs_per_task": int(scores[v].shape[0]),
                                    **{m: _est(*est) for m, est in by_metric.items()}}
         if base in scores:
-            norm["improvement"] = {v: _est(*est) for v, est in stats.improvement(scores, base, reps, seed).items()}
+            norm["improvement"] = {v: _est(*est) for v, est in improvement(scores, base, reps, seed).items()}
     result["normalised"] = norm
     known = [r for r in runs if r.provenance]
     result["provenance"] = {"runs_without": len(runs) - len(known), **{
@@ -75,8 +77,8 @@ def write_report(paths: Sequence[Path], out: Path | None = None, base: str | Non
     out.mkdir(parents=True, exist_ok=True)
     result = compute(runs, base, reps, seed)
     result["at_step"] = at_step
-    drawn = figures.draw(result, runs, out)
+    drawn = draw(result, runs, out)
     result.pop("_scores")
     (out / "report.json").write_text(json.dumps(result, indent=1) + "\n")
-    (out / "report.md").write_text(markdown.render(result, drawn, paths) + "\n")
+    (out / "report.md").write_text(render(result, drawn, paths) + "\n")
     return out / "report.md"

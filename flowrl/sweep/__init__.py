@@ -6,30 +6,20 @@ trials, run the rest (resuming those with a checkpoint) under a live view, and s
 
 from __future__ import annotations
 
-import os
-import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Sequence
 
-from flowrl.errors import UserError
-from flowrl.sweep.execute import SweepInterrupted, check_address, require_ray, run_local, run_ray
+from flowrl.errors import folder_argument
+from flowrl.sweep.execute import (StopSignals, SweepInterrupted, check_executor, describe, open_executor,
+                                  usable_cores)
 from flowrl.sweep.monitor import SweepMonitor
 from flowrl.sweep.plan import Trial, expand, parse_seeds, parse_shard, read_plan, shard, write_plan
-from flowrl.sweep.ship import runtime_env
 from flowrl.sweep.storage import Storage
 from flowrl.sweep.synced import StorageProgress, finished_in
 from flowrl.sweep.trial import finished, run_trial
 
 __all__ = ["Trial", "expand", "parse_seeds", "read_plan", "run_sweep", "run_trial", "usable_cores", "write_plan"]
-
-
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def run_sweep(base: Sequence[str], factors: Sequence[Sequence[str]], tasks: Sequence[str], seeds: str,
@@ -41,16 +31,11 @@ def run_sweep(base: Sequence[str], factors: Sequence[Sequence[str]], tasks: Sequ
     SIGINT (Ctrl-C, 130) or SIGTERM (143) stopped it: running trials then write checkpoints and none is retried.
     ``storage``: trials are kept in ``storage/<out's name>`` (:mod:`flowrl.sweep.synced`), not in ``out``."""
     out = Path(out)
-    if ray or ray_address:
-        require_ray(ray_address)
-    if ray_address:
-        check_address(ray_address)  # before the plan: a sweep that cannot start leaves nothing behind
-    if ship_deps and not ray_address:
-        raise UserError("--ship-deps ships requirements to a cluster's nodes; fix: add --ray-address, or drop it")
+    folder_argument(out, "--out")
+    check_executor(ray, ray_address, ship_deps)  # before the plan: a sweep that cannot start leaves nothing behind
     store = _open_storage(storage, out) if storage else None
     trials = expand(base, factors, tasks, parse_seeds(seeds), bindings, out, threads)
-    parallel = parallel or max(1, usable_cores() // threads)
-    executor = f"ray ({ray_address})" if ray_address else "ray (local)" if ray else f"local, {parallel} at once"
+    executor = describe(threads, parallel, ray, ray_address)
     settings = {"threads_per_trial": threads, "executor": executor, "gpus_per_trial": gpus, "max_retries": max_retries,
                 **({"storage": str(store)} if store else {})}
     index, shares = parse_shard(shard_spec) if shard_spec else (0, 1)
@@ -73,25 +58,20 @@ def run_sweep(base: Sequence[str], factors: Sequence[Sequence[str]], tasks: Sequ
               file=sys.stderr)
         return 0
     monitor = SweepMonitor(trials, progress_of=StorageProgress(store) if store else None)
-    kept = {"storage": store.uri} if store else {}
     for t in trials:
         if t not in todo:
             monitor.outcome(t.id, "skipped")
-    stop = _StopSignals()
+    stop = StopSignals()
     try:
         with stop, monitor:
-            if ray or ray_address:
-                cpus = ray_cpus or usable_cores()
-                shipped = runtime_env(ship_deps, [out]) if ray_address else None
-                results = run_ray(todo, monitor, threads, gpus, max_retries, ray_address, num_cpus=cpus,
-                                  runtime_env=shipped, **kept)
-            else:
-                results = run_local(todo, monitor, parallel, threads, max_retries, **kept)
+            runner = open_executor(out, threads, parallel, ray, ray_address, ray_cpus, gpus, max_retries,
+                                   store.uri if store else None, ship_deps)
+            try:
+                results = runner.run_all(todo, monitor)
+            finally:
+                runner.close()
     except SweepInterrupted:
-        name = signal.Signals(stop.received or signal.SIGINT).name
-        print(f"interrupted by {name}: running trials wrote checkpoints; resume: run the same command again",
-              file=sys.stderr)
-        return 128 + (stop.received or signal.SIGINT)
+        return stop.stopped()
     failed = [r for r in results.values() if r["status"] != "done"]
     for r in failed:
         log = f"{store}/{r['id']}" if store else next(t.run_dir for t in trials if t.id == r["id"])
@@ -107,31 +87,3 @@ def _open_storage(uri: str, out: Path) -> Storage:
     store = Storage(uri).join(out.resolve().name)
     store.check()
     return store
-
-
-class _StopSignals:
-    """While the trials run, SIGINT and SIGTERM both stop the sweep as Ctrl-C does (``KeyboardInterrupt`` in the main
-    thread): its trials checkpoint and none is retried or started. SIGINT is taken even where it was inherited
-    ignored (a job started with ``&`` from a script), since the trials, whose runs take it, would see it and stop
-    while the sweep did not and restarted them. A second signal while they stop is noted, not raised."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self):
-        self.received: int | None = None
-        self._previous: dict = {}
-
-    def _handle(self, signum, frame):
-        if self.received is None:
-            self.received = signum
-            raise KeyboardInterrupt
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():  # elsewhere Python cannot take signals
-            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
-        return self
-
-    def __exit__(self, *exc):
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
-        return False

@@ -14,7 +14,7 @@ from typing import Any
 
 from flowrl.errors import UserError
 from flowrl.sweep.plan import _portable
-from flowrl.sweep.search import STUDY_FILE, evaluations, objective_curve
+from flowrl.sweep.study import STUDY_FILE, TrialFiles, objective_curve
 
 
 def best_overlay(study, out: Path) -> Path:
@@ -28,11 +28,13 @@ def best_overlay(study, out: Path) -> Path:
     return path
 
 
-def confirm_best(study, out: Path, base, tasks, bindings, seed: int, k: int, objective: str, threads, parallel, ray,
-                 ray_address, ray_cpus, gpus, max_retries, command) -> int:
+def confirm_best(study, out: Path, base, tasks, bindings, seed: int, k: int, objective: str, command,
+                 files: TrialFiles | None = None, **run_on) -> int:
     """Run the best trial's configuration and the base on seeds ``seed + 1`` to ``seed + k``; returns the grid's exit
-    status and prints the searched score beside the confirmed one."""
-    from flowrl.sweep import run_sweep
+    status and prints the searched score beside the confirmed one. ``run_on``: :func:`~flowrl.sweep.run_sweep`'s
+    executor and storage arguments (``storage``: the study's storage folder, which keeps the grid in ``confirm``);
+    ``files``: where the study's runs are read."""
+    from flowrl.sweep import run_sweep  # the package's entry point; it imports nothing of the search
 
     if not any(t.state.name == "COMPLETE" for t in study.trials):
         raise UserError("no trial of the study ran to its end, so none can be confirmed; fix: a larger --search or "
@@ -40,30 +42,29 @@ def confirm_best(study, out: Path, base, tasks, bindings, seed: int, k: int, obj
     overlay = best_overlay(study, out)
     seeds = f"{seed + 1}-{seed + k}" if k > 1 else str(seed + 1)
     print(f"confirm: {overlay.stem} and the base on fresh seeds {seeds}", file=sys.stderr)
-    code = run_sweep(base, [[str(overlay)]], tasks, seeds, bindings, out / "confirm", threads=threads,
-                     parallel=parallel, ray=ray, ray_address=ray_address, ray_cpus=ray_cpus, gpus=gpus,
-                     max_retries=max_retries, command=command)
+    code = run_sweep(base, [[str(overlay)]], tasks, seeds, bindings, out / "confirm", command=command, **run_on)
     if code == 0:
-        print(confirmation_line(study, out, objective), file=sys.stderr)
+        print(confirmation_line(study, out, objective, files), file=sys.stderr)
     return code
 
 
-def confirmed(study, out: Path, objective: str) -> dict[str, Any]:
+def confirmed(study, out: Path, objective: str, files: TrialFiles | None = None) -> dict[str, Any]:
     """The searched value of the best trial and the mean objective of the confirmation runs, per variant."""
     best = study.best_trial
     variant = f"best-t{best.number:04d}"
-    root, total = out / "confirm", json.loads((out / STUDY_FILE).read_text())["settings"]["total_steps"]
+    total = json.loads((out / STUDY_FILE).read_text())["settings"]["total_steps"]
+    files = files or TrialFiles(out)
     scores: dict[str, list[float]] = {}
     for name in ("base", variant):
-        for run_dir in sorted(root.glob(f"*/{name}/s*")):
-            curve = objective_curve(evaluations(run_dir), objective, total)
+        for rel in files.runs(f"confirm/*/{name}/s*"):
+            curve = objective_curve(files.evaluations(rel), objective, total)
             if curve:
                 scores.setdefault(name, []).append(curve[-1][1])
     return {"variant": variant, "searched": best.value, "scores": scores}
 
 
-def confirmation_line(study, out: Path, objective: str) -> str:
-    c = confirmed(study, out, objective)
+def confirmation_line(study, out: Path, objective: str, files: TrialFiles | None = None) -> str:
+    c = confirmed(study, out, objective, files)
     best, base = c["scores"].get(c["variant"], []), c["scores"].get("base", [])
     if not best:
         return "confirm: no confirmation run has an evaluation yet"

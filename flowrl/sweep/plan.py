@@ -7,7 +7,6 @@ lives in ``OUT/<task>/<variant>/s<seed>``, where ``<variant>`` is the overlay st
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import json
 import os
@@ -18,8 +17,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from flowrl.config.checks import check_config
-from flowrl.config import REPO_ROOT, parse
+from flowrl import config
+from flowrl.config import REPO_ROOT
+from flowrl.config.checks import check_agent, check_config
 from flowrl.errors import UserError
 from flowrl.run.folder import slug
 
@@ -91,17 +91,6 @@ def _portable(path: str) -> str:
         return str(p.resolve())
 
 
-def _query(name: str, default_of=None):
-    import gin
-
-    try:
-        return gin.query_parameter(name)
-    except ValueError:
-        if default_of is None:
-            return None
-        return inspect.signature(default_of).parameters[name.split(".")[1]].default
-
-
 def variants(factors: Sequence[Sequence[str]]) -> list[tuple[str, list[str]]]:
     """(name, overlay files) of every variant: the product of the factors' levels, the base (no overlay) first."""
     levels = [[None, *files] for files in factors]
@@ -120,7 +109,6 @@ def expand(base: Sequence[str], factors: Sequence[Sequence[str]], tasks: Sequenc
     empty: the task the base config names.
     """
     from flowrl.envs.registry import known_tasks
-    from flowrl.trainer import Trainer
 
     if not base:
         raise UserError("no base config; fix: --gin gin/flowrl_cheetah_run.gin")
@@ -152,12 +140,16 @@ def expand(base: Sequence[str], factors: Sequence[Sequence[str]], tasks: Sequenc
         for name, overlays in variants(factors):
             files = [*map(_portable, base), *task_gin, *map(_portable, overlays)]
             binds = [*bindings, *task_bind, *threads]
-            parse(files, binds)  # a bad overlay or binding stops the sweep here, before anything runs
-            check_config()  # and so do a value out of range or of the wrong type, as tools/run.py would find
-            task = _query("make_env.task")
-            if not isinstance(task, str):
+            # a bad overlay or binding stops the sweep here, before anything runs; an agent variant replaces the
+            # base's agent as tools/run.py --agent does
+            rest, agent = config.split_agent(files)
+            config.parse(rest, binds, agent=agent)
+            check_agent()  # and so do a config without an agent and a value out of range or of the wrong type,
+            check_config()  # as tools/run.py would find
+            task = config.task()
+            if task is None:
                 raise UserError("the base config names no task; fix: --tasks dmc/cheetah-run (or a task gin file)")
-            total = int(_query("Trainer.total_steps", Trainer.__init__))
+            total = int(config.value("Trainer.total_steps"))
             for seed in seeds:
                 run_dir = Path(out) / slug(task) / name / f"s{seed}"
                 trials.append(Trial(task, name, seed, str(run_dir.resolve()), files, binds, total))

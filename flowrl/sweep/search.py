@@ -1,99 +1,42 @@
 """Hyperparameter search: an Optuna study over gin bindings and overlays, each trial an ordinary run folder.
 
 ``run_search`` is what ``tools/sweep.py --search N --space SPACE`` calls. The driver alone talks to the study (SQLite
-in the sweep folder, ``study.db``): it asks for a trial, starts its run on the sweep's executors (:mod:`pool`), reads
-the run's evaluations from ``metrics.jsonl`` as they appear, reports them to the study, and when the pruner says so
-stops the run (it checkpoints; the folder gets ``pruned.json``, the study the ``pruned`` state); a run that reaches its
-end is told with its objective (the final eval return, or the area under the curve). Nothing on the trials' machines
-touches the database. The same command run again continues the study: finished and pruned trials stay as they are,
+in the sweep folder, ``study.db``): it asks for a trial, starts its run on the sweep executor
+(:mod:`~flowrl.sweep.execute`, here or on Ray, with or without ``--storage``), reads the run's evaluations from
+``metrics.jsonl`` as they appear, reports them to the study, and when the pruner says so stops the run (it
+checkpoints; the folder gets ``pruned.json``, the study the ``pruned`` state); a run that reaches its end is told with
+its objective (the final eval return, or the area under the curve). Nothing on the trials' machines touches the
+database. The same command run again continues the study: finished and pruned trials stay as they are,
 trials that were running resume from their checkpoints, and new ones are asked for until there are N.
 """
 
 from __future__ import annotations
 
 import json
-import signal
 import sys
-import warnings
 from pathlib import Path
 from typing import Sequence
 
-from flowrl.config.checks import check_config, value_of
-from flowrl.config import parse
-from flowrl.errors import MissingDependencyError, UserError, install_hint
-from flowrl.run.metrics import read_metrics
+from flowrl.config.checks import changes_shape, check_config
+from flowrl.config.query import value_of
+from flowrl.config import parse, split_agent
+from flowrl.errors import UserError, folder_argument
 from flowrl.run.folder import slug
-from flowrl.sweep import _StopSignals, space as space_module, usable_cores
+from flowrl.sweep import space as space_module
+from flowrl.sweep.confirm import confirm_best
+from flowrl.sweep.execute import StopSignals, check_executor, open_executor
 from flowrl.sweep.monitor import SweepMonitor
 from flowrl.sweep.plan import Trial, _exists, _portable, expand, parse_seeds
-from flowrl.sweep.trial import finished, progress
+from flowrl.sweep.storage import Storage
+from flowrl.sweep.study import (OBJECTIVES, PRUNED_FILE, PRUNERS, SAMPLERS, STUDY_DB, STUDY_FILE, STUDY_NAME,
+                                TrialFiles, evaluations, make_pruner, make_sampler, objective_curve, require_optuna,
+                                summary)
 
-STUDY_DB, STUDY_FILE, PRUNED_FILE, STUDY_NAME = "study.db", "study.json", "pruned.json", "flowrl"
-OBJECTIVES = ("final", "auc")
-SAMPLERS = ("tpe", "random", "grid")
-PRUNERS = ("median", "asha", "hyperband", "none")
+__all__ = ["OBJECTIVES", "PRUNED_FILE", "PRUNERS", "SAMPLERS", "STUDY_DB", "STUDY_FILE", "STUDY_NAME", "check_space",
+           "evaluations", "make_pruner", "make_sampler", "objective_curve", "require_optuna", "run_search", "summary"]
+
 # Settings a continued study must share with the one that started it (its trials and checkpoints were made so).
 _KEPT = ("space", "gin", "bindings", "task", "seed", "objective", "total_steps", "eval_every")
-
-
-def require_optuna():
-    try:
-        import optuna
-    except ImportError:
-        raise MissingDependencyError(f"Optuna is not installed; fix: {install_hint('search')} (or drop --search)") \
-            from None
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    return optuna
-
-
-def evaluations(run_dir: Path) -> list[tuple[int, float]]:
-    """(env step, eval return) of a run, by step; a step logged twice (a resumed run) keeps its last value."""
-    rows = {r["step"]: float(r["eval/return_mean"]) for r in read_metrics(run_dir)
-            if r.get("eval/return_mean") is not None}
-    return sorted(rows.items())
-
-
-def objective_curve(evals: Sequence[tuple[int, float]], objective: str,
-                    total_steps: int) -> list[tuple[int, float]]:
-    """(step, objective as it stands at that step): the eval return there (``final``), or (``auc``) the area under
-    the curve so far over the span the whole run will have, from its first evaluation to ``total_steps``. That one
-    grows with the steps (DMC rewards are not negative) and ends at the curve's average return, the report's AUC
-    (:attr:`flowrl.report.runs.Run.auc`): Optuna's pruners judge a trial by its best value so far, which for an
-    average so far would be its first evaluation, made of an untrained policy."""
-    if objective == "final":
-        return list(evals)
-    out, area = [], 0.0
-    span = max(total_steps - evals[0][0], 1) if evals else 1
-    for i, (step, ret) in enumerate(evals):
-        if i:
-            area += (ret + evals[i - 1][1]) / 2 * (step - evals[i - 1][0])
-        out.append((step, area / span))
-    return out
-
-
-def make_sampler(optuna, name: str, params: list, seed: int, n_trials: int, asked: int):
-    if name == "grid":
-        return optuna.samplers.GridSampler({p.name: p.grid() for p in params}, seed=seed)
-    seed += asked  # a continued study must not draw its first trials' points again
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    # constant_liar: trials still running count as if they had scored badly, so parallel trials spread out.
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, n_trials // 3)), constant_liar=True)
-
-
-def make_pruner(optuna, name: str, startup: int, warmup: int, first_eval: int, total_steps: int):
-    """Intermediate values are reported at env steps, so resources below are env steps; no trial is pruned before
-    env step ``warmup`` (an early evaluation, of a policy that has barely trained, says little)."""
-    if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=warmup)
-    first = max(first_eval, warmup)
-    if name == "asha":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=first, reduction_factor=3,
-                                                      min_early_stopping_rate=0)
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=first, max_resource=total_steps, reduction_factor=3)
-    return optuna.pruners.NopPruner()
 
 
 def check_space(params: list, template: Trial, user_bindings: Sequence[str]) -> None:
@@ -110,7 +53,8 @@ def check_space(params: list, template: Trial, user_bindings: Sequence[str]) -> 
                     raise UserError(f"--space '{p.name}': overlay '{f}' not found; fix: a path such as "
                                     f"gin/ablations/reg_kl.gin")
             try:
-                parse([*template.gin, *map(_portable, overlays)], [*template.bindings, *binds])
+                files, agent = split_agent([*template.gin, *map(_portable, overlays)])
+                parse(files, [*template.bindings, *binds], agent=agent)
                 check_config()
             except UserError as e:
                 raise UserError(f"--space '{p.name}' = {value!r}: {e}") from None
@@ -143,10 +87,7 @@ def _check_same(out: Path, settings: dict) -> None:
 
 
 def _shape(name: str) -> bool:
-    from flowrl.config.checks import _SHAPE_NAMES, _SHAPE_PARAMS
-
-    short = ".".join(name.rsplit("/", 1)[-1].split(".")[-2:])
-    return short in _SHAPE_NAMES or short.split(".")[-1] in _SHAPE_PARAMS
+    return changes_shape(name.rsplit("/", 1)[-1])
 
 
 def _trial_plan(trial, params, template: Trial, out: Path, seed: int) -> Trial:
@@ -177,10 +118,14 @@ def run_search(base: Sequence[str], tasks: Sequence[str], seeds: str, bindings: 
                confirm: int = 0,
                threads: int = 1, parallel: int | None = None, ray: bool = False, ray_address: str | None = None,
                ray_cpus: int | None = None, gpus: float = 0.0, max_retries: int = 3, dry_run: bool = False,
-               command: Sequence[str] = (), poll_every: float = 1.0) -> int:
+               command: Sequence[str] = (), poll_every: float = 1.0, storage: str | None = None,
+               ship_deps: bool = False) -> int:
     """Run (or continue) the study; then, with ``confirm`` K, the best trial's config and the base on K fresh seeds.
-    Exit status as :func:`flowrl.sweep.run_sweep`: 0, 1 some trial failed, 130/143 stopped by a signal."""
+    Exit status as :func:`flowrl.sweep.run_sweep`: 0, 1 some trial failed, 130/143 stopped by a signal.
+    ``storage``: the trials (and the confirmation's) are mirrored to ``storage/<out's name>``, with ``study.json``
+    and ``study.db``; the study's database itself stays in ``out``, on the driver's machine."""
     optuna = require_optuna()
+    folder_argument(out, "--out")
     out = Path(out).resolve()
     if n_trials < 1:
         raise UserError(f"--search {n_trials} asks for no trial; fix: --search 8 (the study's number of trials)")
@@ -190,12 +135,8 @@ def run_search(base: Sequence[str], tasks: Sequence[str], seeds: str, bindings: 
         raise UserError("a study tunes one task on one seed (--confirm K re-runs the winner on fresh seeds); fix: "
                         "one --tasks entry and one --seeds value")
     seed = seed_list[0]
-    if ray or ray_address:
-        from flowrl.sweep.execute import check_address, require_ray
-
-        require_ray(ray_address)
-        if ray_address:
-            check_address(ray_address)
+    check_executor(ray, ray_address, ship_deps)
+    store = Storage(storage).join(out.name) if storage else None
     template = expand(base, [], tasks, [seed], bindings, out, threads)[0]
     eval_every = int(value_of("Trainer.eval_every", 0))
     if eval_every <= 0 or eval_every >= template.total_steps:
@@ -213,146 +154,140 @@ def run_search(base: Sequence[str], tasks: Sequence[str], seeds: str, bindings: 
             n_trials = size
     settings = _settings(params, template, bindings, seed, objective, eval_every)
     _check_same(out, settings)
+    if store:
+        store.check()  # writable, before anything is written
     out.mkdir(parents=True, exist_ok=True)
     (out / STUDY_FILE).write_text(json.dumps({"format": 1, "command": list(command), "settings": settings,
                                               "sampler": sampler, "pruner": pruner, "trials": n_trials,
-                                              "prune_startup": prune_startup, "prune_warmup": prune_warmup}, indent=1))
-    storage = f"sqlite:///{out / STUDY_DB}"
+                                              "prune_startup": prune_startup, "prune_warmup": prune_warmup,
+                                              **({"storage": str(store)} if store else {})}, indent=1))
+    if store:
+        store.put(out / STUDY_FILE, STUDY_FILE)
+    db = f"sqlite:///{out / STUDY_DB}"
     try:
-        asked = len(optuna.load_study(study_name=STUDY_NAME, storage=storage).trials)
+        asked = len(optuna.load_study(study_name=STUDY_NAME, storage=db).trials)
     except KeyError:
         asked = 0
     study = optuna.create_study(
-        study_name=STUDY_NAME, storage=storage, direction="maximize", load_if_exists=True,
+        study_name=STUDY_NAME, storage=db, direction="maximize", load_if_exists=True,
         sampler=make_sampler(optuna, sampler, params, search_seed, n_trials, asked),
         pruner=make_pruner(optuna, pruner, prune_startup, prune_warmup, eval_every, template.total_steps))
     states = optuna.trial.TrialState
     done = [t for t in study.trials if t.state != states.RUNNING]
     print(f"study: {n_trials} trials of {template.task} (seed {seed}, {template.total_steps:,} env steps each), "
           f"{len(done)} already ended, {len(study.trials) - len(done)} to resume; {sampler} sampler, {pruner} pruner, "
-          f"objective {objective}; in {out / STUDY_DB}", file=sys.stderr)
+          f"objective {objective}; in {out / STUDY_DB}" + (f"; trials kept in {store}" if store else ""),
+          file=sys.stderr)
     if dry_run:
         print("dry run: nothing started", file=sys.stderr)
         return 0
-    code = _drive(optuna, study, params, template, out, seed, n_trials, objective, prune_warmup, threads, parallel,
-                  ray, ray_address, ray_cpus, gpus, max_retries, poll_every)
+    run_on = dict(threads=threads, parallel=parallel, ray=ray, ray_address=ray_address, ray_cpus=ray_cpus, gpus=gpus,
+                  max_retries=max_retries, ship_deps=ship_deps)
+    files = TrialFiles(out, store, remote=bool(ray or ray_address))
+    try:
+        code = _Driver(optuna, study, params, template, seed, objective, prune_warmup, files).drive(
+            open_executor(out, storage=store.uri if store else None, **run_on), n_trials, poll_every)
+    finally:
+        if store and (out / STUDY_DB).is_file():
+            store.put(out / STUDY_DB, STUDY_DB)  # the report reads the study from the storage too
     if code > 1:  # stopped by a signal: the same command continues
         return code
-    print(summary(study, template.total_steps) + f"; report: python tools/report.py {out}", file=sys.stderr)
+    where = store or out
+    print(summary(study, template.total_steps, files) + f"; report: python tools/report.py {where}", file=sys.stderr)
     if confirm and code == 0:
-        from flowrl.sweep.confirm import confirm_best
-
-        return confirm_best(study, out, base, tasks, bindings, seed, confirm, objective, threads, parallel, ray,
-                        ray_address, ray_cpus, gpus, max_retries, command)
+        return confirm_best(study, out, base, tasks, bindings, seed, confirm, objective, command, files,
+                            storage=store.uri if store else None, **run_on)
     return code
 
 
-def _drive(optuna, study, params, template, out, seed, n_trials, objective, prune_warmup, threads, parallel, ray,
-           ray_address, ray_cpus, gpus, max_retries, poll_every) -> int:
-    from flowrl.sweep.pool import LocalPool, RayPool
+class _Driver:
+    """Asks the study for trials while the executor has a free slot, reports their evaluations as they appear,
+    prunes those the pruner stops, and tells the study how each ended."""
 
-    states = optuna.trial.TrialState
-    if ray or ray_address:
-        from flowrl.sweep.ship import runtime_env
+    def __init__(self, optuna, study, params, template: Trial, seed: int, objective: str, prune_warmup: int,
+                 files: TrialFiles):
+        self.optuna, self.study, self.params, self.template, self.seed = optuna, study, params, template, seed
+        self.objective, self.prune_warmup, self.files = objective, prune_warmup, files
+        self.states = optuna.trial.TrialState
+        self.live: dict[str, _Live] = {}
+        self.monitor = SweepMonitor([])
 
-        shipped = runtime_env(False, [out]) if ray_address else None  # the code travels with the job, as a grid's
-        pool = RayPool(parallel, threads, gpus, max_retries, ray_address, ray_cpus, shipped)
-    else:
-        pool = LocalPool(parallel or max(1, usable_cores() // threads), threads, max_retries)
-    live: dict[str, _Live] = {}
-    monitor = SweepMonitor([])
-    failed = 0
-
-    def start(trial) -> None:
-        plan = _trial_plan(trial, params, template, out, seed)
-        monitor.add(plan)
-        if (Path(plan.run_dir) / PRUNED_FILE).is_file():  # pruned before the driver could tell the study
-            monitor.outcome(plan.id, "pruned")
-            study.tell(trial.number, state=states.PRUNED)
-        elif finished(plan):  # ended while the driver was away
-            monitor.outcome(plan.id, "done")
-            study.tell(trial.number, _value(plan, objective))
+    def start(self, trial, runner) -> None:
+        plan = _trial_plan(trial, self.params, self.template, self.files.out, self.seed)
+        self.monitor.add(plan)
+        if self.files.pruned(plan):  # pruned before the driver could tell the study
+            self.monitor.outcome(plan.id, "pruned")
+            self.study.tell(trial.number, state=self.states.PRUNED)
+        elif self.files.finished(plan):  # ended while the driver was away
+            self.monitor.outcome(plan.id, "done")
+            self.study.tell(trial.number, self.value(plan))
         else:
-            live[plan.id] = _Live(trial, plan)
-            pool.submit(plan)
+            self.live[plan.id] = _Live(trial, plan)
+            runner.submit(plan)
 
-    def report(entry: _Live) -> None:
-        curve = objective_curve(evaluations(Path(entry.plan.run_dir)), objective, template.total_steps)
+    def curve(self, plan: Trial) -> list[tuple[int, float]]:
+        evals = self.files.evaluations(self.files.rel(plan.run_dir))
+        return objective_curve(evals, self.objective, plan.total_steps)
+
+    def value(self, plan: Trial) -> float:
+        curve = self.curve(plan)
+        if not curve:
+            raise UserError(f"trial {plan.id} ended without an evaluation; fix: check {plan.run_dir}/sweep.log")
+        return curve[-1][1]
+
+    def report(self, entry: _Live, runner) -> None:
         # Before the warm-up nothing is reported: the pruners judge a trial by its best value so far, and an early
         # evaluation (the same untrained policy in every trial) would shield them all.
-        new = [(s, v) for s, v in curve if s not in entry.reported and s >= prune_warmup]
+        new = [(s, v) for s, v in self.curve(entry.plan) if s not in entry.reported and s >= self.prune_warmup]
         for step, value in new:
             entry.trial.report(value, step)
             entry.reported.add(step)
-        if new and not entry.pruned and new[-1][0] < template.total_steps and entry.trial.should_prune():
+        if new and not entry.pruned and new[-1][0] < self.template.total_steps and entry.trial.should_prune():
             entry.pruned = True
             step, value = new[-1]
-            (Path(entry.plan.run_dir) / PRUNED_FILE).write_text(json.dumps({"step": step, "value": value}) + "\n")
-            pool.prune(entry.plan)
-            monitor._line(f"{entry.plan.id}: pruned at env step {step:,} (objective {value:.1f} there)")
+            self.files.mark_pruned(entry.plan, step, value)
+            runner.prune(entry.plan)
+            self.monitor._line(f"{entry.plan.id}: pruned at env step {step:,} (objective {value:.1f} there)")
 
-    stop = _StopSignals()
-    try:
-        with stop, monitor:
-            for frozen in study.get_trials(deepcopy=False, states=(states.RUNNING,)):
-                start(optuna.trial.Trial(study, frozen._trial_id))  # re-attach: asked before a restart
-            while True:
-                while len(pool) < pool.slots and len(study.trials) < n_trials:
-                    start(study.ask())
-                if not live:
-                    break
-                for plan, result in pool.ended(poll_every):
-                    entry = live.pop(plan.id)
-                    report(entry)
-                    seconds = entry.trial._cached_frozen_trial.user_attrs.get("seconds", 0.0) + result["seconds"]
-                    entry.trial.set_user_attr("seconds", seconds)
-                    status = result["status"]
-                    if status == "done":
-                        (Path(plan.run_dir) / PRUNED_FILE).unlink(missing_ok=True)  # it ended before the stop
-                        study.tell(entry.trial.number, _value(plan, objective))
-                    elif status == "pruned":
-                        study.tell(entry.trial.number, state=states.PRUNED)
-                    else:
-                        failed += 1
-                        study.tell(entry.trial.number, state=states.FAIL)
-                        print(f"failed: {plan.id}: {result['error']} (log: {Path(plan.run_dir) / 'sweep.log'})",
-                              file=sys.stderr)
-                    monitor.outcome(plan.id, status)
-                for entry in list(live.values()):
-                    report(entry)
-                monitor.poll()
-    except KeyboardInterrupt:
-        pool.interrupt()
-        name = signal.Signals(stop.received or signal.SIGINT).name
-        print(f"interrupted by {name}: running trials wrote checkpoints; resume: run the same command again",
-              file=sys.stderr)
-        return 128 + (stop.received or signal.SIGINT)
-    finally:
-        pool.close()
-    return 1 if failed else 0
+    def ended(self, plan: Trial, result: dict, runner) -> bool:
+        """Tell the study how ``plan`` ended; returns whether it failed."""
+        entry = self.live.pop(plan.id)
+        self.report(entry, runner)
+        seconds = entry.trial._cached_frozen_trial.user_attrs.get("seconds", 0.0) + result["seconds"]
+        entry.trial.set_user_attr("seconds", seconds)
+        status = result["status"]
+        if status == "done":
+            self.files.unmark_pruned(plan)  # it ended before the stop
+            self.study.tell(entry.trial.number, self.value(plan))
+        elif status == "pruned":
+            self.study.tell(entry.trial.number, state=self.states.PRUNED)
+        else:
+            self.study.tell(entry.trial.number, state=self.states.FAIL)
+            where = f"{self.files.store}/{plan.id}" if self.files.store else plan.run_dir
+            print(f"failed: {plan.id}: {result['error']} (log: {where}/sweep.log)", file=sys.stderr)
+        self.monitor.outcome(plan.id, status)
+        return status not in ("done", "pruned")
 
-
-def _value(plan: Trial, objective: str) -> float:
-    curve = objective_curve(evaluations(Path(plan.run_dir)), objective, plan.total_steps)
-    if not curve:
-        raise UserError(f"trial {plan.id} ended without an evaluation; fix: check {plan.run_dir}/sweep.log")
-    return curve[-1][1]
-
-
-def summary(study, total_steps: int) -> str:
-    """States, the best trial, and the env steps the trials used against a grid of as many full-length trials."""
-    import optuna
-
-    trials = [t for t in study.trials if t.state != optuna.trial.TrialState.RUNNING]
-    counts = {s.name.lower(): sum(t.state == s for t in trials) for s in optuna.trial.TrialState}
-    used = sum(min(progress(Path(t.user_attrs["run_dir"])).steps, total_steps) for t in trials
-               if "run_dir" in t.user_attrs)
-    grid = len(trials) * total_steps
-    text = (f"study: {len(trials)} trials ended ({', '.join(f'{n} {s}' for s, n in counts.items() if n)}); "
-            f"{used:,} env steps of the {grid:,} that {len(trials)} full trials take"
-            + (f" ({1 - used / grid:.0%} saved by pruning)" if grid else ""))
-    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-    if complete:
-        best = study.best_trial
-        text += f"; best: trial {best.number}, {best.value:.1f}, with {best.params}"
-    return text
+    def drive(self, runner, n_trials: int, poll_every: float) -> int:
+        failed = 0
+        stop = StopSignals()
+        try:
+            with stop, self.monitor:
+                for frozen in self.study.get_trials(deepcopy=False, states=(self.states.RUNNING,)):
+                    self.start(self.optuna.trial.Trial(self.study, frozen._trial_id), runner)  # asked before a restart
+                while True:
+                    while len(runner) < runner.slots and len(self.study.trials) < n_trials:
+                        self.start(self.study.ask(), runner)
+                    if not self.live:
+                        break
+                    for plan, result in runner.ended(poll_every):
+                        failed += self.ended(plan, result, runner)
+                    for entry in list(self.live.values()):
+                        self.report(entry, runner)
+                    self.monitor.poll()
+        except KeyboardInterrupt:
+            runner.interrupt()
+            return stop.stopped()
+        finally:
+            runner.close()
+        return 1 if failed else 0

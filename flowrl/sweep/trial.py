@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flowrl.run.checkpoints import list_checkpoints
-from flowrl.config import REPO_ROOT
+from flowrl.config import REPO_ROOT, split_agent
 from flowrl.sweep.plan import Trial
 
 PID_FILE = ".sweep.pid"  # "host pid" of the trial's live child; the monitor shows such a trial as running
@@ -41,6 +41,18 @@ def stop_all() -> None:
     for child in list(_LIVE.values()):
         if child.poll() is None:
             child.send_signal(signal.SIGTERM)
+
+
+def terminate(run_dir: Path) -> None:
+    """SIGTERM the run in ``run_dir`` if it is a child of this process (it writes a checkpoint and stops); a pid read
+    from the folder alone may since belong to another process, so only our own children are signalled."""
+    try:
+        pid = int((Path(run_dir) / PID_FILE).read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return
+    child = _LIVE.get(pid)
+    if child is not None and child.poll() is None:
+        child.send_signal(signal.SIGTERM)
 
 
 class TrialPreempted(RuntimeError):
@@ -104,7 +116,9 @@ def command(trial: Trial) -> list[str]:
         head = ["--resume", trial.run_dir]
         binds = [b for b in trial.bindings if not b.startswith("make_env.task")]
     else:
-        head = [a for f in trial.gin for a in ("--gin", f)] + ["--seed", str(trial.seed), "--run-dir", trial.run_dir]
+        files, agent = split_agent(trial.gin)  # an agent variant replaces the base's agent (tools/run.py --agent)
+        head = [a for f in files for a in ("--gin", f)] + (["--agent", agent] if agent else [])
+        head += ["--seed", str(trial.seed), "--run-dir", trial.run_dir]
         binds = trial.bindings
     return [*start, *head, *[a for b in binds for a in ("--bind", b)], "--no-display"]
 

@@ -129,3 +129,23 @@ def test_bad_input_is_one_line(args):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
+
+
+@pytest.mark.parametrize("args, flag, what", [
+    (["buffer", "--quick", "--json", "{dir}"], "--json", "is a folder"),
+    (["buffer", "--quick", "--json", "{file}/bench.json"], "--json", "is a file"),
+    (["learn", "--quick", "--out", "{file}"], "--out", "is a file"),
+    (["gpu", "--quick", "--out", "{file}"], "--out", "is a file"),
+    (["learn", "--collect", "{file}"], "--collect", "is a file"),
+])  # fmt: skip
+def test_a_file_where_a_folder_belongs_is_one_line_before_anything_runs(tmp_path, args, flag, what):
+    taken, folder = tmp_path / "taken", tmp_path / "folder"
+    taken.write_text("x\n")
+    folder.mkdir()
+    argv = [a.format(dir=folder, file=taken) for a in args]
+    proc = subprocess.run([sys.executable, "tools/bench.py", *argv], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {flag} '") and what in lines[0] and "; fix: " in lines[0]
+    assert taken.read_text() == "x\n" and not any(folder.iterdir()) and sorted(tmp_path.iterdir()) == [folder, taken]

@@ -64,3 +64,29 @@ def test_folders_without_evaluations_are_skipped_with_a_warning(tmp_path):
     proc = subprocess.run([sys.executable, "tools/plot.py", str(bare), "--out", str(out)], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "no run has 'eval/return_mean'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_bindings_of_how_a_run_ran_split_no_curve_in_plot_or_report(tmp_path):
+    # One list for both (flowrl.report.runs.HOW_IT_RAN): envpool's thread count says how a run ran, not what it is.
+    from flowrl.report.runs import HOW_IT_RAN
+
+    a, b = fake_run(tmp_path, "a", seed=0), fake_run(tmp_path, "b", seed=1)
+    with open(b / "config.gin", "a") as f:
+        f.write("EnvpoolDMC.num_threads = 4\n")
+    assert plot.IGNORED == HOW_IT_RAN and "EnvpoolDMC.num_threads" in HOW_IT_RAN
+    assert plot.group_key(a) == plot.group_key(b) and plot.label([a, b]) == "dmc/cheetah-run (2 seeds)"
+
+
+def test_a_file_where_a_folder_belongs_is_one_line_and_writes_nothing(tmp_path):
+    run, taken = fake_run(tmp_path, "run"), tmp_path / "taken"
+    taken.write_text("x\n")
+    before = sorted(tmp_path.rglob("*"))
+    png = taken / "c.png"
+    for args, start in (([taken], f"error: '{taken}' is a file"),
+                        ([run, "--out", png], f"error: --out '{png}' lies in '{taken}', which is a file")):
+        proc = subprocess.run([sys.executable, "tools/plot.py", *map(str, args)], cwd=ROOT, capture_output=True,
+                              text=True, timeout=300)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+        assert lines[0].startswith(start) and "; fix: " in lines[0], proc.stderr
+    assert sorted(tmp_path.rglob("*")) == before and taken.read_text() == "x\n"

@@ -243,3 +243,19 @@ def test_bad_input_is_one_line(tmp_path, case):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "fix:" in lines[0]
     assert ("no run folders" if case == "empty" else "is not a folder") in lines[0]
+
+
+@pytest.mark.parametrize("case", ["run folder", "--out", "--out below", "--download"])
+def test_a_file_where_a_folder_belongs_is_one_line_and_writes_nothing(tmp_path, case):
+    run_dir, taken = tmp_path / "runs" / "s0", tmp_path / "taken"
+    make_run(run_dir, "dmc/cheetah-run", 0, curve=((1000, 5.0),))
+    taken.write_text("x\n")
+    before = sorted(tmp_path.rglob("*"))
+    args = {"run folder": [taken], "--out": [run_dir, "--out", taken], "--out below": [run_dir, "--out", taken / "r"],
+            "--download": [(tmp_path / "runs").as_uri(), "--download", taken]}[case]
+    proc = tool(*args)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and " is a file" in lines[0] and "; fix: " in lines[0], proc.stderr
+    assert lines[0].startswith("error: " + ("'" if case == "run folder" else f"{case.split()[0]} '"))
+    assert sorted(tmp_path.rglob("*")) == before and taken.read_text() == "x\n"

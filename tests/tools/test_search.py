@@ -255,3 +255,44 @@ def test_the_auc_so_far_grows_to_the_reports_auc():
     curve = objective_curve(evals, "auc", 4000)
     assert [step for step, _ in curve] == [1000, 2000, 3000, 4000]
     assert [value for _, value in curve] == pytest.approx([0.0, 35 / 3, 25.0, 110 / 3])
+
+
+@pytest.mark.slow
+def test_a_study_with_storage_mirrors_its_trials_and_files_there(tmp_path):
+    pytest.importorskip("pyarrow", reason="pyarrow is not installed (pip install -e '.[sweep]')")
+    out, bucket = tmp_path / "study", tmp_path / "bucket"
+    args = [*TINY, *STUDY, "--pruner", "none", "--search", "2", "--out", str(out), "--storage", str(bucket)]
+    first = sweep(*args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert f"trials kept in {bucket / 'study'}" in first.stderr
+    study = load(out)
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    kept = bucket / "study"
+    assert (kept / "study.json").read_bytes() == (out / "study.json").read_bytes()
+    assert (kept / "study.db").is_file()  # the report can read the study from the storage
+    for i in range(2):
+        name = f"dmc-cartpole-balance/t{i:04d}/s0"
+        trial, local = kept / name, out / name
+        assert last_checkpoint(trial) == TOTAL and evals(trial) == evals(local)
+        assert sorted(evals(trial)) == [100, 200, 300]
+        assert not (trial / PID_FILE).exists()
+
+    again = sweep(*args)  # every trial is finished in the storage: nothing runs again
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "2 already ended, 0 to resume" in again.stderr
+    assert [len((out / "dmc-cartpole-balance" / f"t{i:04d}" / "s0" / "command.txt").read_text().splitlines())
+            for i in range(2)] == [1, 1]
+
+
+@pytest.mark.parametrize("search", [False, True])
+def test_an_out_that_is_a_file_is_one_line_and_writes_nothing(tmp_path, search):
+    out = tmp_path / "taken"
+    out.write_text("not a folder\n")
+    extra = ["--search", "2", "--space", "{'MLPVelocity.hidden': choice(16, 32)}"] if search else []
+    for where in (out, out / "sweep"):
+        proc = sweep("--gin", "gin/flowrl_cheetah_run.gin", "--out", str(where), *extra, timeout=120)
+        assert proc.returncode == 2, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and " is a file" in lines[0] and "; fix: " in lines[0], proc.stderr
+        assert lines[0].startswith(f"error: --out '{where}'")
+    assert out.read_text() == "not a folder\n" and sorted(tmp_path.iterdir()) == [out]
