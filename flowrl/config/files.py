@@ -84,8 +84,9 @@ def agent_files(paths: list[Path]) -> list[Path]:
 
 def split_agent(files: list[str]) -> tuple[list[str], str | None]:
     """``(files, agent)``: where a file of ``gin/agents/`` comes after files that already reach an agent, it is the
-    agent that replaces theirs (``tools/run.py --agent``), as a sweep's agent variant over its base means; else
-    ``(files, None)``. ``[flowrl_cheetah_run.gin, agents/sac.gin]`` -> ``([flowrl_cheetah_run.gin], agents/sac.gin)``."""
+    agent that replaces theirs (``tools/run.py --agent``, parsed in the replaced agent's place), as a sweep's agent
+    variant over its base means; else ``(files, None)``.
+    ``[flowrl_cheetah_run.gin, agents/sac.gin]`` -> ``([flowrl_cheetah_run.gin], agents/sac.gin)``."""
     found = [find_gin(f) for f in files]
     for i in range(len(files) - 1, 0, -1):
         if found[i] is None or not found[i].is_file() or not agent_files([found[i]]):

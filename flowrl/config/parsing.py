@@ -47,24 +47,28 @@ def parse(files: Sequence[str], bindings: Sequence[str] = (), agent: str | None 
     """Parse ``files`` then ``bindings`` strictly (unknown names are errors); raise a one-line :class:`UserError`.
 
     A config trains one agent: ``files`` (with their includes) may reach one agent file of ``gin/agents/``; two are
-    an error. ``agent``: an agent file that replaces the one ``files`` reach (parsed after them, before
-    ``bindings``): ``--agent`` of ``tools/run.py``, a sweep's agent variants."""
+    an error. ``agent``: an agent file that replaces the one ``files`` reach, parsed in its place (after the file
+    that reaches it; after the first file when none does), so overlays that follow still apply: ``--agent`` of
+    ``tools/run.py``, a sweep's agent variants."""
     register_all()
     gin.clear_config()
     gin.add_config_file_search_path(str(gin_home()))
     paths = [_found(f) for f in files]
-    reached = [f for path in paths for f in check_includes(Path(path))]
-    agents = agent_files(reached)
+    reaching = [agent_files(check_includes(Path(path))) for path in paths]  # the agent file each file reaches
+    agents = agent_files([a for found in reaching for a in found])
     if len(agents) > 1:
         names = " and ".join(_shown(a) for a in agents)
-        raise UserError(f"two agent files in one config ({names}); fix: pass one agent file from gin/agents/ "
-                        "(or replace the config's agent with --agent FILE)")
+        raise UserError(f"two agent files in one config ({names}); fix: pass one, or replace the agent an entry "
+                        f"file names with --agent, e.g. --agent {_shown(agents[-1])}")
     if agent is not None:
-        paths.append(_found(agent))
-        if not agent_files(check_includes(Path(paths[-1]))):
+        found = _found(agent)
+        agents = agent_files([Path(found).resolve()])
+        if not agents:
             raise UserError(f"--agent '{agent}' is not an agent file; fix: name a file of gin/agents/, e.g. "
                             "--agent gin/agents/sac.gin")
-        agents = agent_files([Path(paths[-1])])
+        # In the place of the agent the files name (overlays after it still apply), else right after the task.
+        at = max((i + 1 for i, found_here in enumerate(reaching) if found_here), default=min(1, len(paths)))
+        paths.insert(at, found)
     global _AGENT_FILE
     _AGENT_FILE = agents[0] if agents else None
     try:

@@ -12,6 +12,7 @@ from flowrl.run.checkpoints import list_checkpoints, load_checkpoint
 from flowrl.config import parse
 from flowrl.run.metrics import read_metrics
 from flowrl.build import build_trainer
+from flowrl.trainer import Trainer
 
 AGENTS = ["sac", "td3", "sac_flow_g", "dacer"]  # Flow-T differs from Flow-G only in its velocity network
 BINDS = ["Trainer.num_threads = 1", "Trainer.warmup_steps = 49", "Trainer.eval_every = 100",
@@ -24,8 +25,8 @@ AGENT_BINDS = {"dacer": ["DiffusionPolicy.num_steps = 5", "DACERAgent.entropy_sa
 
 
 def train(agent: str, run_dir: Path, total_steps: int, resume: bool = False) -> Trainer:
-    parse(["gin/flowrl_cheetah_run.gin", f"gin/agents/{agent}.gin", "gin/smoke.gin"],
-          [*BINDS, f"Trainer.total_steps = {total_steps}", *AGENT_BINDS.get(agent, [])])
+    parse(["gin/flowrl_cheetah_run.gin", "gin/smoke.gin"],
+          [*BINDS, f"Trainer.total_steps = {total_steps}", *AGENT_BINDS.get(agent, [])], agent=f"gin/agents/{agent}.gin")
     run_dir.mkdir(exist_ok=True)
     trainer = build_trainer(run_dir=run_dir)
     if resume:

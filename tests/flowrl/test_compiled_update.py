@@ -123,7 +123,7 @@ def test_the_trainer_compiles_what_its_mode_names(tmp_path, monkeypatch):
     import functools
 
     from components.buffers import ReplayBuffer as Buffer
-    from flowrl.trainer import Trainer
+    from flowrl.build import build_trainer
     from tests.flowrl.test_trainer_state import N, RecordingAgent, ScriptedVecEnv
 
     calls = []
@@ -135,7 +135,7 @@ def test_the_trainer_compiles_what_its_mode_names(tmp_path, monkeypatch):
         def compile_update(self, cudagraph=False):
             calls.append(("update", cudagraph))
 
-    build = functools.partial(Trainer, tmp_path, env_fn=ScriptedVecEnv, num_envs=N, device="cpu", display=False,
+    build = functools.partial(build_trainer, tmp_path, env_fn=ScriptedVecEnv, num_envs=N, device="cpu", display=False,
                               buffer=functools.partial(Buffer, capacity=100), num_threads=1)
     for mode in (False, True, "networks", "update"):
         assert build(agent=Compilable, compile=mode).compiled == compile_mode(mode)

@@ -240,10 +240,15 @@ def test_agent_files_hold_the_papers_hyperparameters():
 
 
 @pytest.mark.parametrize("agent", ["gin/agents/sac.gin", "gin/agents/td3.gin"])
-def test_an_agent_over_an_old_entry_file_still_builds_that_agent(agent):
-    # The pre-split way (BENCHMARKS.md's commands): FlowRL's bindings stay, unused; the agent file wins where both bind.
-    parse(["gin/flowrl_cheetah_run.gin", agent, "gin/smoke.gin"])
+def test_an_agent_replaces_the_one_an_old_entry_file_names_in_its_place(agent):
+    # --agent over a file that includes FlowRL: FlowRL's bindings stay, unused; the agent file wins where both bind,
+    # and the overlay after the entry file (smoke.gin's batch 64) still wins over the agent's batch size.
+    parse(["gin/flowrl_cheetah_run.gin", "gin/smoke.gin"], agent=agent)
     assert type(build_agent()).__name__ == agent_class(Path(agent)) and gin.query_parameter("Trainer.batch_size") == 64
+    # Two agent files without --agent: which agent trains would depend on the order, so it is one line instead.
+    with pytest.raises(UserError, match=rf"two agent files in one config \(gin/agents/flowrl.gin and {agent}\); "
+                                        rf"fix: .* --agent {agent}$"):
+        parse(["gin/flowrl_cheetah_run.gin", agent, "gin/smoke.gin"])
 
 
 # ----------------------------------------------------------------------------------------------- user errors

@@ -73,7 +73,7 @@ def test_bindings_json_is_the_config_as_data(resumed):
 
 
 def test_plot_and_report_read_bindings_json_and_fall_back_to_config_gin(resumed, tmp_path):
-    import plot
+    from flowrl.report import curves as plot  # tools/plot.py's grouping and labels
 
     copy = tmp_path / "copy"
     shutil.copytree(resumed, copy)

@@ -313,7 +313,7 @@ def test_exit_status_constants_are_the_documented_ones():  # item 7
 
 def test_every_shipped_config_passes_the_checks():
     from flowrl.config.checks import check_config
-    from flowrl.config import REPO_ROOT, parse
+    from flowrl.config import REPO_ROOT, parse, split_agent
 
     gin_dir = REPO_ROOT / "gin"
     tasks = [p for p in gin_dir.rglob("*.gin") if p.parent == gin_dir or p.parent.name == "humanoidbench"]
@@ -323,5 +323,6 @@ def test_every_shipped_config_passes_the_checks():
     assert tasks and overlays
     for task in tasks:
         for overlay in [None, *overlays]:
-            parse([str(task)] + ([str(overlay)] if overlay else []))
+            files, agent = split_agent([str(task)] + ([str(overlay)] if overlay else []))  # an agent replaces
+            parse(files, agent=agent)
             check_config()

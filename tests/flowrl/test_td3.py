@@ -208,7 +208,7 @@ def check_run(run_dir: Path) -> None:
 
 @pytest.mark.slow
 def test_td3_trains_on_dmc_through_run_py(tmp_path):
-    proc = run_tool("gin/flowrl_cheetah_run.gin", tmp_path)
+    proc = run_tool("gin/tasks/dmc/cheetah_run.gin", tmp_path)
     assert "done: 400 env steps" in proc.stderr
     assert "Trainer.agent = @TD3Agent" in (tmp_path / "config.gin").read_text()
     check_run(tmp_path)
