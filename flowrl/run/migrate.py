@@ -50,8 +50,8 @@ def format_1_to_2(state: dict) -> dict:
     agent = state.get("agent")
     if isinstance(agent, dict) and "value_optimizer" in agent:
         optimizers = {"value": agent["value_optimizer"], "policy": agent["policy_optimizer"]}
-        rest = {k: v for k, v in agent.items() if k not in ("value_optimizer", "policy_optimizer")}
-        state["agent"] = {**rest, "optimizers": optimizers}
+        state["agent"] = {("optimizers" if k == "value_optimizer" else k): (optimizers if k == "value_optimizer" else v)
+                          for k, v in agent.items() if k != "policy_optimizer"}  # in the order the agent writes
     state = _plain(state)
     state["format"] = 2
     return state
