@@ -69,7 +69,7 @@ def convert(path: Path) -> str:
 
 def main() -> int:
     p = OneLineParser(prog=prog("convert", script="convert_checkpoints"), description=__doc__.splitlines()[0])
-    p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="run folders whose checkpoints/ to convert")
+    p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="run folders to convert")
     args = p.parse_args()
     found = [checkpoints_of(run_dir) for run_dir in args.run_dirs]  # every folder checked before any file changes
     for path in (path for paths in found for path in paths):

@@ -80,7 +80,8 @@ def test_every_state_type_loads_with_weights_only_and_resumes_exactly(tmp_path):
     state = torch.load(path, map_location="cpu", weights_only=True)  # what load_checkpoint does, by hand
     assert state["format"] == CHECKPOINT_FORMAT == 2 and unsafe_values(state) == []
     rng = state["rng"]
-    assert rng["global"]["numpy"]["state"]["key"].dtype == torch.int64 and rng["global"]["numpy"]["state"]["key"].shape == (624,)
+    key = rng["global"]["numpy"]["state"]["key"]
+    assert key.dtype == torch.int64 and key.shape == (624,)
     assert type(rng["global"]["python"]) is tuple and type(rng["trainer"]["state"]["state"]) is int
     assert rng["trainer"]["state"]["state"] >= 2**64 or rng["trainer"]["state"]["inc"] >= 2**64  # PCG64's 128 bits
     assert state["agent"]["optimizers"]["value"]["state"] and state["buffer"]["obs"].shape[0] > 0
