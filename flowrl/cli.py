@@ -24,10 +24,11 @@ EXIT_OK, EXIT_NONFINITE, EXIT_USER_ERROR = 0, 1, 2
 EXIT_SIGINT, EXIT_SIGTERM = 128 + signal.SIGINT, 128 + signal.SIGTERM
 
 
-def prog(command: str) -> str:
-    """How the user called ``command``: ``tools/run.py`` from a checkout, else the installed ``flowrl-run``."""
-    script = Path(sys.argv[0])
-    return f"tools/{command}.py" if script.parent.name == "tools" and script.stem == command else f"flowrl-{command}"
+def prog(command: str, script: str | None = None) -> str:
+    """How the user called ``command``: ``tools/run.py`` from a checkout, else the installed ``flowrl-run``
+    (``script``: the checkout's file name where it is not the command's, ``tools/convert_checkpoints.py``)."""
+    argv0, script = Path(sys.argv[0]), script or command
+    return f"tools/{script}.py" if argv0.parent.name == "tools" and argv0.stem == script else f"flowrl-{command}"
 
 
 def invocation(command: str) -> str:

@@ -21,6 +21,15 @@ class CheckpointWriteError(UserError):
     """A checkpoint could not be written (a full disk); the partial file is gone and older checkpoints are kept."""
 
 
+class CheckpointNeedsUnpickling(UserError):
+    """A checkpoint that ``torch.load(weights_only=True)`` refuses: loading it would unpickle objects that can run
+    code (an older flowrl's numpy objects, or a planted pickle). Nothing in it was run."""
+
+
+class OldCheckpointFormat(UserError):
+    """A checkpoint of an earlier format, which ``flowrl-convert`` upgrades once."""
+
+
 def install_hint(extra: str) -> str:
     """The command that installs flowrl's optional ``extra`` the way this flowrl was installed.
 

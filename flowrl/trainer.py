@@ -18,10 +18,10 @@ from flowrl import config
 from flowrl.display import Progress
 from flowrl.errors import NonFiniteLossError, UserError
 from flowrl.evaluation import evaluate
-from flowrl.run.checkpoints import load_checkpoint, require, rng_state, save_checkpoint, set_rng_state
+from flowrl.run.checkpoints import (CHECKPOINT_FORMAT, load_checkpoint, require, rng_state, save_checkpoint,
+                                    set_rng_state)
 from flowrl.run.metrics import MetricsLogger
 
-CHECKPOINT_FORMAT = 1
 STATE_KEYS = ("format", "env_steps", "segment", "update_debt", "window", "agent", "buffer", "rng")
 
 

@@ -75,7 +75,7 @@ def test_the_installed_wheel_runs_the_smoke_config_from_any_folder(venv, tmp_pat
     assert result["env_steps"] == 300 and result["length_mean"] == 1000.0
     sh(bin_ / "flowrl-plot", "smoke", "--out", "curve.png", cwd=tmp_path)
     assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
-    for command in ("flowrl-sweep", "flowrl-report", "flowrl-bench"):
+    for command in ("flowrl-sweep", "flowrl-report", "flowrl-bench", "flowrl-convert"):
         assert "usage: " + command in sh(bin_ / command, "--help", cwd=tmp_path).stdout
 
 

@@ -204,9 +204,3 @@ class FlowRLAgent(ActorCritic):
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"value": self.value_optimizer, "policy": self.policy_optimizer}
-
-    def load_state_dict(self, state: dict) -> None:
-        if "value_optimizer" in state:  # written before FlowRLAgent shared ActorCritic's checkpoint layout
-            optimizers = {"value": state["value_optimizer"], "policy": state["policy_optimizer"]}
-            state = {"networks": state["networks"], "optimizers": optimizers, "num_updates": state["num_updates"]}
-        super().load_state_dict(state)

@@ -20,6 +20,7 @@ from components.buffers import Batch
 from components.critics import min_aggregate
 from flowrl.agents.base import adam
 from flowrl.agents.flowrl import FlowRLAgent
+from flowrl.run.migrate import upgrade
 
 OBS, ACT, HIDDEN, B = 3, 2, 8, 6
 GAMMA, LR = 0.8, 1e-2
@@ -424,7 +425,8 @@ def test_checkpoint_names_every_network_as_its_attribute():
 
 def test_a_checkpoint_in_the_layout_before_actor_critic_loads_and_continues_identically():
     """Checkpoints written before FlowRLAgent shared ActorCritic's layout held ``value_optimizer`` and
-    ``policy_optimizer`` at the top level."""
+    ``policy_optimizer`` at the top level; they are format 1, and the format 1 -> 2 migration (run by
+    ``flowrl-convert``) gives them the shared layout."""
     batch = make_batch()
     a = make_agent()
     a.update(batch)
@@ -433,7 +435,7 @@ def test_a_checkpoint_in_the_layout_before_actor_critic_loads_and_continues_iden
     old = {"networks": state["networks"], "value_optimizer": state["optimizers"]["value"],
            "policy_optimizer": state["optimizers"]["policy"], "num_updates": state["num_updates"]}
     b = make_agent(perturb=False)
-    b.load_state_dict(old)
+    b.load_state_dict(upgrade({"format": 1, "agent": old})["agent"])
     assert b.num_updates == 2
     assert b.value_optimizer.state_dict()["state"][0]["exp_avg"].equal(state["optimizers"]["value"]["state"][0]["exp_avg"])
     torch.manual_seed(5)
