@@ -114,7 +114,7 @@ def draw(loaded: Loaded, env, states: np.ndarray, samples: np.ndarray, out: Path
     import matplotlib.pyplot as plt
 
     panels = len(states) + (paths is not None)
-    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 4.6), squeeze=False)
+    fig, axes = plt.subplots(1, panels, figsize=(max(4.2 * panels, 5.0), 4.9), squeeze=False)
     axes = list(axes[0])
     if paths is not None:
         ax = axes.pop(0)
@@ -144,7 +144,7 @@ def draw(loaded: Loaded, env, states: np.ndarray, samples: np.ndarray, out: Path
             more = f" (first 2 of {a.shape[1]})" if a.shape[1] > 2 else ""
             ax.set(xlim=(-1.05, 1.05), ylim=(-1.05, 1.05), xlabel=f"a[0]{more}", ylabel="a[1]", aspect="equal")
         ax.set_title(f"s{i} = ({where}): {len(a)} action samples", fontsize=9)
-    fig.suptitle(f"{type(loaded.agent).__name__} on {loaded.task}: env step {loaded.env_steps:,}, seed "
+    fig.suptitle(f"{type(loaded.agent).__name__} on {loaded.task}\nenv step {loaded.env_steps:,}, seed "
                  f"{loaded.settings.seed} ({loaded.checkpoint.name})", fontsize=10)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
