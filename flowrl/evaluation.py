@@ -1,4 +1,4 @@
-"""Policy evaluation on a vector env: one full episode per env, returns and success rate."""
+"""Policy evaluation on a vector env: one full episode per env, returns, success rate and modes covered."""
 
 from __future__ import annotations
 
@@ -13,12 +13,15 @@ def evaluate(act: Callable[[np.ndarray], np.ndarray], env: VecEnv, max_steps: in
     """Run one episode in each of ``env.num_envs`` envs with ``act (N, obs_dim) -> (N, act_dim)``.
 
     Returns ``return_mean``, ``return_std``, ``length_mean`` and, when the task reports success, ``success_rate``
-    (an episode counts as a success if any of its steps reported it).
+    (an episode counts as a success if any of its steps reported it) and, when the task reports modes
+    (``info["mode"]`` ``(N,)`` int, -1 for none, as the ``toy`` tasks do), ``modes_covered``: how many distinct modes
+    the episodes reached (an episode's mode is the last one its steps reported).
     """
     n = env.num_envs
     obs = env.reset()
     returns, lengths = np.zeros(n), np.zeros(n, dtype=np.int64)
     success = np.full(n, np.nan)
+    mode, reports_modes = np.full(n, -1, dtype=np.int64), False
     running = np.ones(n, dtype=bool)
     for _ in range(max_steps):
         step = env.step(act(obs))
@@ -28,6 +31,10 @@ def evaluate(act: Callable[[np.ndarray], np.ndarray], env: VecEnv, max_steps: in
         if "success" in step.info:
             reported = live & ~np.isnan(step.info["success"])
             success[reported] = np.fmax(np.nan_to_num(success[reported], nan=0.0), step.info["success"][reported])
+        if "mode" in step.info:
+            reports_modes = True
+            reached = live & (step.info["mode"] >= 0)
+            mode[reached] = step.info["mode"][reached]
         running &= ~(live & (step.terminated | step.truncated))
         obs = step.obs
         if not running.any():
@@ -39,4 +46,6 @@ def evaluate(act: Callable[[np.ndarray], np.ndarray], env: VecEnv, max_steps: in
     }
     if not np.isnan(success).all():
         result["success_rate"] = float(np.nanmean(success))
+    if reports_modes:
+        result["modes_covered"] = float(len(np.unique(mode[mode >= 0])))
     return result

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import gin
 
-from flowrl.envs import dmc, gym_vec, humanoidbench  # noqa: F401  (importing a family registers it)
+from flowrl.envs import dmc, gym_vec, humanoidbench, toy  # noqa: F401  (importing a family registers it)
 from flowrl.envs.base import VecEnv
 from flowrl.envs.families import FAMILIES, register_family  # noqa: F401  (register_family: for users' families)
 from flowrl.errors import UserError

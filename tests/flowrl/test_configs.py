@@ -88,6 +88,8 @@ def test_a_task_file_binds_only_its_env_and_schedule(task):
     assert set(bound) <= TASK_NAMES and "make_env.task" in bound
     family, name = task.parts[-2], task.stem
     assert bound["make_env.task"].startswith(f"{family}/") and bound["make_env.task"].replace("-", "_").endswith(name)
+    if family == "toy":  # toy tasks learn in minutes: their files give their own schedules (tests/flowrl/test_toy.py)
+        return
     assert (bound["Trainer.total_steps"], bound["Trainer.warmup_steps"], bound["Trainer.eval_every"]) == (
         1_000_000, 5000, 10_000)
 
