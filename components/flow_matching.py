@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 
-if TYPE_CHECKING:
-    from components.policy import FlowPolicy
+
+class FlowModel(Protocol):
+    """What the loss needs of a flow policy (:class:`components.policy.FlowPolicy` has it): its velocity field,
+    its base noise and the map from its action bounds to [-1, 1]."""
+
+    def velocity(self, obs: torch.Tensor, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor: ...
+
+    def base_noise(self, n: int, obs: torch.Tensor) -> torch.Tensor: ...
+
+    def to_unit(self, action: torch.Tensor) -> torch.Tensor: ...
 
 _ATANH_LIMIT = 1.0 - 1e-6
 
 
 def flow_matching_loss(
-    policy: "FlowPolicy",
+    policy: FlowModel,
     obs: torch.Tensor,
     action: torch.Tensor,
     noise: torch.Tensor | None = None,

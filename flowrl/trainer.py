@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import math
 import signal
+import sys
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
 from flowrl import config
+from flowrl.build import Machine, Parts, Settings, build
 from flowrl.display import Progress
 from flowrl.errors import NonFiniteLossError, UserError
 from flowrl.evaluation import evaluate
 from flowrl.run.checkpoints import (CHECKPOINT_FORMAT, load_checkpoint, require, rng_state, save_checkpoint,
                                     set_rng_state)
+from flowrl.run import files
 from flowrl.run.metrics import MetricsLogger
 
 STATE_KEYS = ("format", "env_steps", "segment", "update_debt", "window", "agent", "buffer", "rng")
@@ -33,7 +37,7 @@ class Trainer:
     (:class:`flowrl.build.Settings`, bound in configs as ``Trainer.*``).
     """
 
-    def __init__(self, run_dir: Path, parts):
+    def __init__(self, run_dir: Path, parts: Parts):
         s = parts.settings
         self.run_dir, self.seed, self.settings = Path(run_dir), s.seed, s
         self.device, self.env_fn, self.num_envs = parts.device, s.env_fn, s.num_envs
@@ -236,7 +240,7 @@ class Trainer:
         if bad:
             raise NonFiniteLossError(
                 f"non-finite {bad[0]} = {metrics[bad[0]]} at env step {self.env_steps}; the last good checkpoint "
-                f"in {self.run_dir / 'checkpoints'} is kept; fix: lower the learning rate or check the rewards"
+                f"in {self.run_dir / files.CHECKPOINTS} is kept; fix: lower the learning rate or check the rewards"
             )
 
 
@@ -244,3 +248,14 @@ def _optimizer_settings(agent) -> list[tuple[torch.optim.Optimizer, list[dict]]]
     """Each optimiser of ``agent`` (its ``optimizers()``) with its param groups' settings, without the params."""
     optimizers = list(agent.optimizers().values()) if hasattr(agent, "optimizers") else []
     return [(o, [{k: v for k, v in g.items() if k != "params"} for g in o.param_groups]) for o in optimizers]
+
+
+def build_trainer(run_dir: Path, machine: Machine = Machine(), video_hook: Callable | None = None,
+                  **overrides) -> Trainer:
+    """A :class:`Trainer` for ``run_dir`` built (:func:`flowrl.build.build`) from the parsed config, ``overrides``
+    replacing ``Trainer`` settings (``display=False``; tests pass whole factories). The build's ``note:`` lines
+    (threads, precision) go to stderr."""
+    parts = build(Settings(**overrides), machine, video_hook)
+    for note in parts.notes:
+        print(note, file=sys.stderr)
+    return Trainer(run_dir, parts)

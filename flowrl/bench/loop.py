@@ -53,7 +53,7 @@ def cmd_loop(args: argparse.Namespace, console: Console) -> dict:
 
 def _loop_rate(files: list[str], bindings: list[str], warmup: int, steps: int, device: str = "cpu") -> float:
     """Env steps/s of ``steps`` learning-phase steps of a Trainer built from ``files`` + ``bindings``."""
-    from flowrl.build import build_trainer
+    from flowrl.trainer import build_trainer
     from flowrl.config import parse, split_agent
 
     rest, agent = split_agent(files)  # --agent OVERLAY replaces the base config's agent

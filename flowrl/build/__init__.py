@@ -5,13 +5,12 @@ rebuilt for evaluation exactly as it was trained. :func:`build` keeps the order 
 the reference tests pin: seeds, then the first envs, then the agent, then the buffer.
 
     >>> parts = build(Settings(), machine)                 # under a parsed config: flowrl.config.parse([...])
-    >>> trainer = Trainer(run_dir, parts)                   # the loop only loops
+    >>> trainer = Trainer(run_dir, parts)                   # the loop only loops (flowrl.trainer.build_trainer)
 """
 
 from __future__ import annotations
 
 import dataclasses
-import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,7 +24,7 @@ from flowrl.build.settings import Settings
 from flowrl.envs.base import VecEnv
 from flowrl.errors import UserError
 
-__all__ = ["Machine", "Parts", "Settings", "build", "build_trainer", "compile_agent", "make_agent", "resolve_device"]
+__all__ = ["Machine", "Parts", "Settings", "build", "compile_agent", "make_agent", "resolve_device"]
 
 
 @dataclasses.dataclass
@@ -101,15 +100,3 @@ def build(settings: Settings | None = None, machine: Machine = Machine(), video_
     hook = video_hook(s) if video_hook is not None and s.video_every > 0 else None
     return Parts(s, device, env, agent, buffer, bf16, compiled, threads, thread_note, precision_note,
                  [hook] if hook else [])
-
-
-def build_trainer(run_dir: Path, machine: Machine = Machine(), video_hook: Callable | None = None, **overrides):
-    """A :class:`~flowrl.trainer.Trainer` for ``run_dir`` built from the parsed config, ``overrides`` replacing
-    ``Trainer`` settings (``display=False``; tests pass whole factories). The build's ``note:`` lines (threads,
-    precision) go to stderr."""
-    from flowrl.trainer import Trainer  # the loop sits above the builder's parts; it never imports this package
-
-    parts = build(Settings(**overrides), machine, video_hook)
-    for note in parts.notes:
-        print(note, file=sys.stderr)
-    return Trainer(run_dir, parts)

@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 
 from flowrl import config, video
-from flowrl.build import Machine, build_trainer
+from flowrl.build import Machine
+from flowrl.trainer import build_trainer
 from flowrl.cli import OneLineParser, invocation, prog, run_main
 from flowrl.config.checks import check_agent, check_config, check_resume
 from flowrl.errors import UserError

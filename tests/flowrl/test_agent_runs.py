@@ -11,8 +11,7 @@ import pytest
 from flowrl.run.checkpoints import list_checkpoints, load_checkpoint
 from flowrl.config import parse
 from flowrl.run.metrics import read_metrics
-from flowrl.build import build_trainer
-from flowrl.trainer import Trainer
+from flowrl.trainer import Trainer, build_trainer
 
 AGENTS = ["sac", "td3", "sac_flow_g", "dacer"]  # Flow-T differs from Flow-G only in its velocity network
 BINDS = ["Trainer.num_threads = 1", "Trainer.warmup_steps = 49", "Trainer.eval_every = 100",

@@ -22,7 +22,7 @@ import torch
 
 from components import FlowPolicy, MLPVelocity, QEnsemble, ReplayBuffer, ValueNetwork
 from flowrl.agents.flowrl import FlowRLAgent
-from flowrl.build import build_trainer
+from flowrl.trainer import build_trainer
 from flowrl.errors import CheckpointNeedsUnpickling, OldCheckpointFormat, UserError
 from flowrl.run.checkpoints import CHECKPOINT_FORMAT, list_checkpoints, load_checkpoint, unsafe_values
 from flowrl.run.metrics import read_metrics

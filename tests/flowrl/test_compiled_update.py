@@ -123,7 +123,7 @@ def test_the_trainer_compiles_what_its_mode_names(tmp_path, monkeypatch):
     import functools
 
     from components.buffers import ReplayBuffer as Buffer
-    from flowrl.build import build_trainer
+    from flowrl.trainer import build_trainer
     from tests.flowrl.test_trainer_state import N, RecordingAgent, ScriptedVecEnv
 
     calls = []

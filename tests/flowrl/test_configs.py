@@ -346,7 +346,7 @@ Trainer.num_threads = 1
 @pytest.fixture(scope="module")
 def old_run(tmp_path_factory):
     """A run folder as flowrl left it before the split: that config.gin, and a checkpoint at env step 200."""
-    from flowrl.build import build_trainer
+    from flowrl.trainer import build_trainer
 
     run_dir = tmp_path_factory.mktemp("old") / "run"
     run_dir.mkdir()

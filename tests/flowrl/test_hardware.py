@@ -10,7 +10,7 @@ import torch
 
 from components.buffers import ReplayBuffer
 from flowrl.build import hardware
-from flowrl.build import build_trainer
+from flowrl.trainer import build_trainer
 from tests.flowrl.test_trainer_state import N, RecordingAgent, ScriptedVecEnv
 
 AVX2_ONLY = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx avx2 fma\n"

@@ -10,7 +10,7 @@ import torch
 from components.buffers import ReplayBuffer
 from flowrl.display import Progress
 from flowrl.envs.registry import make_env
-from flowrl.build import build_trainer
+from flowrl.trainer import build_trainer
 from flowrl.build.machine import threads_for_shared_cores
 
 

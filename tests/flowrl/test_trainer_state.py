@@ -15,8 +15,7 @@ from components import ReplayBuffer
 from flowrl.run.checkpoints import list_checkpoints, load_checkpoint
 from flowrl.errors import UserError
 from flowrl.run.metrics import read_metrics
-from flowrl.build import build_trainer
-from flowrl.trainer import Trainer
+from flowrl.trainer import Trainer, build_trainer
 from test_trainer_wiring import N, RecordingAgent, Run, ScriptedVecEnv
 
 

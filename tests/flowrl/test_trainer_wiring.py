@@ -19,7 +19,7 @@ from components import ReplayBuffer
 from flowrl.run.checkpoints import list_checkpoints
 from flowrl.envs.base import Step
 from flowrl.errors import UserError
-from flowrl.build import build_trainer
+from flowrl.trainer import build_trainer
 
 N, ACT = 2, 2  # training envs; eval uses 1 env, which tells the two kinds of env apart
 
