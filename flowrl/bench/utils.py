@@ -29,6 +29,7 @@ from components.velocity import MLPVelocity
 from flowrl.agents.flowrl import FlowRLAgent
 from flowrl.errors import UserError
 from flowrl.run.metrics import read_metrics
+from flowrl.run import files
 
 HUMANOID_RUN = (67, 21)  # (obs_dim, act_dim) of dmc/humanoid-run
 DOG_RUN = (223, 38)  # (obs_dim, act_dim) of dmc/dog-run
@@ -298,7 +299,7 @@ def envpool_async_stepper(task_id: str, num_envs: int, seed: int = 0) -> tuple[C
 # -------------------------------------------------------------------------------------------------------- learn
 def file_wall_clock(run_dir: Path) -> dict:
     """A finished run's wall clock from file times: ``config.gin`` (written at the start) to the last metrics line."""
-    metrics, config = Path(run_dir) / "metrics.jsonl", Path(run_dir) / "config.gin"
+    metrics, config = Path(run_dir) / files.METRICS, Path(run_dir) / files.CONFIG
     if not metrics.is_file():
         raise UserError(f"'{run_dir}' has no metrics.jsonl; fix: pass run folders written by tools/run.py")
     wall = metrics.stat().st_mtime - config.stat().st_mtime if config.is_file() else None

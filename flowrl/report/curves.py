@@ -17,6 +17,7 @@ import numpy as np
 from flowrl.run import bindings as run_bindings
 from flowrl.run.metrics import read_metrics
 from flowrl.report.runs import HOW_IT_RAN, gin_file
+from flowrl.run import files
 
 IGNORED = HOW_IT_RAN  # the name tools/plot.py had for it
 
@@ -45,7 +46,7 @@ def run_config(run_dir: Path) -> dict[str, str]:
 
 def overlays(run_dir: Path) -> list[str]:
     """The ``--gin`` files after the first of the command that started the run (from ``command.txt``)."""
-    command = Path(run_dir) / "command.txt"
+    command = Path(run_dir) / files.COMMAND
     for line in command.read_text().splitlines() if command.is_file() else []:
         words = shlex.split(line)
         gins = [words[i + 1] for i, w in enumerate(words[:-1]) if w == "--gin"]

@@ -23,6 +23,7 @@ from flowrl.run import bindings, provenance
 from flowrl.config import find_gin
 from flowrl.errors import UserError
 from flowrl.run.metrics import read_metrics
+from flowrl.run import files
 
 METRIC = "eval/return_mean"
 BASE = "base"
@@ -74,8 +75,8 @@ def find_runs(paths: Sequence[Path]) -> list[Path]:
         if not path.is_dir():
             what = "is a file, not a folder" if path.exists() else "is not a folder"
             raise UserError(f"'{path}' {what}; fix: pass run folders or a sweep folder (tools/sweep.py --out)")
-        candidates = [path / "config.gin", *path.rglob("config.gin")]
-        found.update(c.parent for c in candidates if c.is_file() and (c.parent / "metrics.jsonl").is_file())
+        candidates = [path / files.CONFIG, *path.rglob(files.CONFIG)]
+        found.update(c.parent for c in candidates if c.is_file() and (c.parent / files.METRICS).is_file())
     if not found:
         where = ", ".join(map(str, paths))
         raise UserError(f"no run folders (config.gin and metrics.jsonl) in {where}; fix: pass folders written by "
@@ -98,7 +99,7 @@ def _sets_task(name: str) -> bool:
 
 
 def _items(run_dir: Path, config: dict) -> tuple[str, ...]:
-    command = run_dir / "command.txt"
+    command = run_dir / files.COMMAND
     lines = command.read_text().splitlines() if command.is_file() else []
     if not lines:  # no command line: every binding of the operative config is an item
         return tuple(k + "=" + re.sub(r"\s+", "", bindings.text(v)) for k, v in config.items() if k not in _IGNORED)

@@ -14,6 +14,7 @@ import flowrl.report.figures as figures
 import flowrl.report.markdown as markdown
 from flowrl.report.runs import load_runs
 from flowrl.report.write import compute
+from flowrl.run import files
 
 TOP = 10  # rows of the best-trials table
 
@@ -202,7 +203,7 @@ def write_study_report(folder: Path, out: Path | None = None, reps: int = 2000, 
     report: dict = {"study": numbers}
     confirm = folder / "confirm"
     runs = []
-    if confirm.is_dir() and any(confirm.rglob("metrics.jsonl")):
+    if confirm.is_dir() and any(confirm.rglob(files.METRICS)):
         try:
             runs = load_runs([confirm])
         except UserError:  # started, no evaluation yet: as if there were none

@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from flowrl.errors import MissingDependencyError, UserError, install_hint
+from flowrl.run import files
 
 CHECKPOINT = re.compile(r"^checkpoints/step_(\d+)\.pt$")
 LOCAL_ENV = "FLOWRL_SWEEP_LOCAL_DIR"  # a node's folder for its trials' working copies
@@ -204,7 +205,7 @@ def node_local_dir() -> Path:
 
 def download(store: Storage, dest: Path, checkpoints: bool = False) -> int:
     """Copy a storage folder (a sweep or a run) into ``dest``, without checkpoints unless asked; returns the count."""
-    names = [n for n in store.files() if (checkpoints or "checkpoints" not in n.split("/")[:-1]) and not _hidden(n)]
+    names = [n for n in store.files() if (checkpoints or files.CHECKPOINTS not in n.split("/")[:-1]) and not _hidden(n)]
     if not names:
         raise StorageError(f"storage '{store}' holds no files; fix: pass URI/<sweep> as tools/sweep.py --storage "
                            f"URI --out <sweep> wrote it")

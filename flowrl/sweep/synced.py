@@ -22,6 +22,7 @@ from pathlib import Path
 from flowrl.sweep.plan import Trial
 from flowrl.sweep.storage import Storage, StorageError, checkpoint_steps, node_local_dir
 from flowrl.sweep.trial import LOG_FILE, PID_FILE, Progress, _wait_for_leftover, read_metrics_tail, run_trial
+from flowrl.run import files
 
 _SKIP = (".lock",)
 
@@ -171,7 +172,7 @@ def read_progress(store: Storage) -> Progress:
     """A trial's progress from its storage folder: checkpoint names, the running mark and the metrics' tail."""
     names = store.files()
     p = Progress(checkpoint_step=max(checkpoint_steps(names), default=0), running=PID_FILE in names)
-    return read_metrics_tail(p, store.tail("metrics.jsonl"))
+    return read_metrics_tail(p, store.tail(files.METRICS))
 
 
 def finished_in(store: Storage, trial: Trial) -> bool:

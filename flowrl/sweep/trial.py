@@ -21,6 +21,7 @@ from pathlib import Path
 from flowrl.run.checkpoints import list_checkpoints
 from flowrl.config import REPO_ROOT, split_agent
 from flowrl.sweep.plan import Trial
+from flowrl.run import files
 
 PID_FILE = ".sweep.pid"  # "host pid" of the trial's live child; the monitor shows such a trial as running
 LOG_FILE = "sweep.log"  # the child's stdout and stderr, appended over attempts
@@ -82,7 +83,7 @@ def progress(run_dir: Path) -> Progress:
     """Read the folder cheaply (metrics tail, checkpoint names); tolerant of a line being written."""
     run_dir = Path(run_dir)
     p = Progress(checkpoint_step=checkpoint_step(run_dir), running=(run_dir / PID_FILE).is_file())
-    path = run_dir / "metrics.jsonl"
+    path = run_dir / files.METRICS
     tail = b""
     if path.is_file():
         with open(path, "rb") as f:
@@ -116,8 +117,8 @@ def command(trial: Trial) -> list[str]:
         head = ["--resume", trial.run_dir]
         binds = [b for b in trial.bindings if not b.startswith("make_env.task")]
     else:
-        files, agent = split_agent(trial.gin)  # an agent variant replaces the base's agent (tools/run.py --agent)
-        head = [a for f in files for a in ("--gin", f)] + (["--agent", agent] if agent else [])
+        gin_files, agent = split_agent(trial.gin)  # an agent variant replaces the base's agent (tools/run.py --agent)
+        head = [a for f in gin_files for a in ("--gin", f)] + (["--agent", agent] if agent else [])
         head += ["--seed", str(trial.seed), "--run-dir", trial.run_dir]
         binds = trial.bindings
     return [*start, *head, *[a for b in binds for a in ("--bind", b)], "--no-display"]
