@@ -110,6 +110,8 @@ def main() -> int:
         if trainer is None or trainer.env_steps == 0:
             folder.remove_if_created()  # a failed start leaves no empty folder behind
         raise
+    finally:
+        folder.release()  # the process may go on (a test, a notebook): the next run of this folder may start
     if trainer.stop_signal is not None:
         name = signal.Signals(trainer.stop_signal).name
         print(f"stopped by {name} at env step {trainer.env_steps:,} (checkpoint written); continue: {resume}",

@@ -69,8 +69,11 @@ class RunFolder:
             f.write(shlex.join(argv) + "\n")
 
     def release(self) -> None:
-        """Give the folder up before this process ends (ending the process does the same)."""
-        os.close(self._fd)
+        """Give the folder up before this process ends (ending the process does the same); a second call is a
+        no-op."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def remove_if_created(self) -> bool:
         """Delete the folder if this process created it (a start that failed before its first step)."""

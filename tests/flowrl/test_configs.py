@@ -2,6 +2,7 @@
 entry files keep their meaning; a run folder written before the split still resumes."""
 
 import importlib.util
+import json
 import re
 import runpy
 import shutil
@@ -9,6 +10,7 @@ import sys
 from pathlib import Path
 
 import gin
+import numpy as np
 import pytest
 
 from flowrl.agents.flowrl import FlowRLAgent
@@ -313,13 +315,31 @@ def test_every_agent_trains_on_each_task_family_through_run_py(agent, family, tm
         pytest.skip(f"HumanoidBench is not installed; to run this: {INSTALL}")
     files = [RUN_TASKS[family], str(agent), "gin/smoke.gin"]
     parse(files)
-    tiny = [*TINY, *SHORT_EPISODES[family], *(f"{name} = 32" for name in widths())]  # every width, any agent
+    tiny = [*TINY, *SHORT_EPISODES[family], *(f"{name} = 32" for name in widths()),  # every width, any agent
+            "Video.width = 64", "Video.height = 48"]
     err = run_py(capsys, monkeypatch, *(a for f in files for a in ("--gin", f)),
                  *(a for b in tiny for a in ("--bind", b)), "--run-dir", str(tmp_path))
     assert "done: 300 env steps" in err
     config = (tmp_path / "config.gin").read_text()
     assert f"Trainer.agent = @{agent_class(agent)}" in config and "Trainer.total_steps = 300" in config
     assert any("eval/return_mean" in r for r in read_metrics(tmp_path))
+    # Every tool agrees on the run (issue 28): tools/evaluate.py rebuilds it through the same builder, and on DMC,
+    # whose renderer works here, renders its video too.
+    video = ["--video"] if family == "dmc" else []
+    result = evaluate_py(capsys, monkeypatch, str(tmp_path), "--episodes", "1", "--device", "cpu", *video)
+    assert result["env_steps"] == 300 and result["episodes"] == 1 and np.isfinite(result["return_mean"])
+    if video:
+        assert Path(result["video"]).stat().st_size > 500 and Path(result["video"]).parent == tmp_path / "videos"
+
+
+def evaluate_py(capsys, monkeypatch, *args: str) -> dict:
+    """``python tools/evaluate.py ARGS`` run in this process; returns its JSON line."""
+    monkeypatch.setattr(sys, "argv", ["tools/evaluate.py", *args])
+    with pytest.raises(SystemExit) as exit_status:
+        runpy.run_path(str(REPO_ROOT / "tools" / "evaluate.py"), run_name="__main__")
+    out, err = capsys.readouterr()
+    assert exit_status.value.code == 0, err[-3000:]
+    return json.loads(out.strip().splitlines()[-1])
 
 
 # ---------------------------------------------------------------------------- run folders from before the split
