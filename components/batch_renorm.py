@@ -19,6 +19,7 @@ from torch import nn
 from components.ensemble import EnsembleLinear
 from components.jax_init import lecun_normal_
 from components.mlp import mlp
+from components.ranges import COUNT, Range, check_arguments
 
 
 @gin.configurable
@@ -48,11 +49,12 @@ class BatchRenorm(nn.Module):
         norm.eval(); y = norm(x)         # running averages
     """
 
+    RANGES = {"num_members": COUNT, "momentum": Range(0.0, 1.0, high_open=True)}
+
     def __init__(self, features: int, num_members: int | None = None, momentum: float = 0.99, eps: float = 1e-3,
                  r_max: float = 3.0, d_max: float = 5.0, warmup_steps: int = 100_000):
         super().__init__()
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"BatchRenorm.momentum must be in [0, 1), got {momentum}")
+        check_arguments(type(self), locals())
         shape = (features,) if num_members is None else (num_members, features)
         self.num_members, self.momentum, self.eps = num_members, momentum, eps
         self.r_max, self.d_max, self.warmup_steps = r_max, d_max, warmup_steps
@@ -109,10 +111,13 @@ class EnsembleBatchRenormMLP(nn.Module):
             and warm-up).
     """
 
+    RANGES = {"num_members": COUNT, "hidden": COUNT}
+
     def __init__(self, num_members: int, in_features: int, out_features: int = 1, hidden: int = 1024,
                  depth: int = 2, activation: type[nn.Module] = nn.ReLU,
                  norm: Callable[..., nn.Module] = BatchRenorm):
         super().__init__()
+        check_arguments(type(self), locals())
         linear = functools.partial(EnsembleLinear, num_members)
         self.net = mlp(in_features, out_features, hidden, depth, head=linear,
                        block=lambda i, o: [linear(i, o), activation(), norm(o, num_members=num_members)],

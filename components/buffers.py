@@ -15,6 +15,7 @@ import gin
 import numpy as np
 import torch
 
+from components.ranges import COUNT, check_arguments
 from components.samplers import UniformSampler
 
 _UNIFORM = UniformSampler()
@@ -54,6 +55,8 @@ class ReplayBuffer:
         seed: seeds the sampling generator (saved and restored with the buffer).
     """
 
+    RANGES = {"capacity": COUNT}
+
     def __init__(
         self,
         obs_dim: int,
@@ -64,6 +67,7 @@ class ReplayBuffer:
         device: torch.device | str = "cpu",
         seed: int = 0,
     ):
+        check_arguments(type(self), locals())
         if capacity < 2 * num_envs:
             raise ValueError(f"ReplayBuffer.capacity ({capacity}) must hold at least two steps of {num_envs} envs")
         self.obs_dim, self.act_dim, self.num_envs = obs_dim, act_dim, num_envs

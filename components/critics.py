@@ -13,6 +13,7 @@ from einops import reduce
 from torch import nn
 
 from components.ensemble import EnsembleMLP
+from components.ranges import COUNT, check_arguments
 from components.targets import polyak_update  # noqa: F401  (its home before components/targets.py)
 
 
@@ -33,6 +34,8 @@ class QEnsemble(nn.Module):
             :class:`EnsembleMLP` (FlowRL's LayerNorm body) by default, :class:`EnsembleFeedForward` for a plain MLP.
     """
 
+    RANGES = {"num_members": COUNT, "hidden": COUNT}
+
     def __init__(
         self,
         obs_dim: int,
@@ -43,6 +46,7 @@ class QEnsemble(nn.Module):
         body: Callable[..., nn.Module] = EnsembleMLP,
     ):
         super().__init__()
+        check_arguments(type(self), locals())
         self.body = body(num_members, obs_dim + act_dim, 1, hidden=hidden, depth=depth)
         self.num_members = num_members
 
@@ -54,8 +58,11 @@ class QEnsemble(nn.Module):
 class ValueNetwork(nn.Module):
     """A state-value function ``V(obs (B, obs_dim)) -> (B, 1)`` with the critic body."""
 
+    RANGES = {"hidden": COUNT}
+
     def __init__(self, obs_dim: int, hidden: int = 512, depth: int = 3):
         super().__init__()
+        check_arguments(type(self), locals())
         self.body = EnsembleMLP(1, obs_dim, 1, hidden=hidden, depth=depth)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
@@ -79,9 +86,10 @@ def mean_aggregate(values: torch.Tensor) -> torch.Tensor:
 class RandomSubsetMin:
     """Min over a random subset of ``subset_size`` members, redrawn at each call (REDQ): ``(E, B, 1) -> (B, 1)``."""
 
+    RANGES = {"subset_size": COUNT}
+
     def __init__(self, subset_size: int = 2):
-        if subset_size < 1:
-            raise ValueError(f"RandomSubsetMin.subset_size must be >= 1, got {subset_size}")
+        check_arguments(type(self), locals())
         self.subset_size = subset_size
 
     def __call__(self, values: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,7 @@ from torch import nn
 
 from components.bounds import ActionBounds
 from components.mlp import mlp
+from components.ranges import COUNT, check_arguments
 
 
 @gin.configurable
@@ -32,6 +33,8 @@ class DeterministicPolicy(nn.Module):
         a = policy.act(torch.randn(1, 17), std=0.1)                   # exploration: + N(0, 0.1^2), no grad
     """
 
+    RANGES = {"hidden": COUNT}
+
     def __init__(
         self,
         obs_dim: int,
@@ -42,6 +45,7 @@ class DeterministicPolicy(nn.Module):
         action_high: Union[float, torch.Tensor] = 1.0,
     ):
         super().__init__()
+        check_arguments(type(self), locals())
         self.obs_dim, self.act_dim = obs_dim, act_dim
         self.net = mlp(obs_dim, act_dim, hidden, depth)
         self.bounds = ActionBounds(act_dim, action_low, action_high)

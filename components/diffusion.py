@@ -19,23 +19,28 @@ from torch import nn
 
 from components.bounds import ActionBounds
 from components.mlp import linear_block, mlp
+from components.ranges import COUNT, NON_NEGATIVE, check_arguments, ranged
 
 NoiseFactory = Callable[[int, int], nn.Module]
 
 
 @gin.configurable
+@ranged(num_steps=COUNT)
 def linear_beta_schedule(num_steps: int, beta_start: float = 1e-4, beta_end: float = 2e-2) -> torch.Tensor:
     """``beta_k`` evenly spaced from ``beta_start`` to ``beta_end``: ``(K,)`` float32."""
+    check_arguments(linear_beta_schedule, locals())
     return torch.linspace(beta_start, beta_end, num_steps, dtype=torch.float64).float()
 
 
 @gin.configurable
+@ranged(num_steps=COUNT)
 def cosine_beta_schedule(num_steps: int, s: float = 0.008) -> torch.Tensor:
     """``abar(x) = cos^2((x / (K + 1) + s) / (1 + s) * pi / 2)`` on ``x = linspace(0, K + 1, K + 1)``, normalised to
     ``abar(0) = 1``; ``beta_k = 1 - abar_{k+1} / abar_k`` clipped to [0, 0.999]: ``(K,)`` float32.
 
     The grid ``linspace(0, K + 1, K + 1)`` (not ``0 .. K``) is the references' (DIPO/QVPO ``helpers.py``).
     """
+    check_arguments(cosine_beta_schedule, locals())
     steps = num_steps + 1
     x = torch.linspace(0, steps, steps, dtype=torch.float64)
     abar = torch.cos(((x / steps) + s) / (1 + s) * math.pi * 0.5) ** 2
@@ -44,9 +49,11 @@ def cosine_beta_schedule(num_steps: int, s: float = 0.008) -> torch.Tensor:
 
 
 @gin.configurable
+@ranged(num_steps=COUNT)
 def vp_beta_schedule(num_steps: int, b_min: float = 0.1, b_max: float = 10.0) -> torch.Tensor:
     """The variance-preserving SDE discretised: ``beta_k = 1 - exp(-b_min / K - (b_max - b_min) (2k - 1) / (2 K^2))``
     for ``k = 1 .. K``: ``(K,)`` float32."""
+    check_arguments(vp_beta_schedule, locals())
     t = torch.arange(1, num_steps + 1, dtype=torch.float64)
     alpha = torch.exp(-b_min / num_steps - 0.5 * (b_max - b_min) * (2 * t - 1) / num_steps**2)
     return (1 - alpha).float()
@@ -135,8 +142,11 @@ class NoiseMLP(nn.Module):
         out = eps(torch.zeros(8, 17), torch.zeros(8, 6), torch.zeros(8, dtype=torch.long))  # (8, 6)
     """
 
+    RANGES = {"hidden": COUNT}
+
     def __init__(self, obs_dim: int, act_dim: int, hidden: int = 256, depth: int = 3, time_dim: int = 32):
         super().__init__()
+        check_arguments(type(self), locals())
         self.time_mlp = nn.Sequential(
             SinusoidalStepEmbedding(time_dim), nn.Linear(time_dim, hidden), Mish(), nn.Linear(hidden, time_dim)
         )
@@ -175,6 +185,8 @@ class DiffusionPolicy(nn.Module):
         loss = policy.matching_loss(torch.randn(32, 17), a)      # (32,) denoising losses
     """
 
+    RANGES = {"num_steps": COUNT, "noise_ratio": NON_NEGATIVE}
+
     def __init__(
         self,
         obs_dim: int,
@@ -187,8 +199,7 @@ class DiffusionPolicy(nn.Module):
         action_high: Union[float, torch.Tensor] = 1.0,
     ):
         super().__init__()
-        if num_steps < 1:
-            raise ValueError(f"DiffusionPolicy.num_steps must be >= 1, got {num_steps}")
+        check_arguments(type(self), locals())
         self.obs_dim, self.act_dim = obs_dim, act_dim
         self.noise_net = noise_net if isinstance(noise_net, nn.Module) else noise_net(obs_dim, act_dim)
         self.schedule = DiffusionSchedule(schedule(num_steps))

@@ -18,6 +18,7 @@ from torch import nn
 
 from components.diffusion import Mish
 from components.ensemble import EnsembleFeedForward, EnsembleLinear
+from components.ranges import COUNT, check_arguments
 
 
 @gin.configurable
@@ -34,9 +35,12 @@ class DistributionalQEnsemble(nn.Module):
         mean, std = critic(torch.zeros(32, 17), torch.zeros(32, 6))   # (2, 32, 1) each
     """
 
+    RANGES = {"num_members": COUNT, "hidden": COUNT}
+
     def __init__(self, obs_dim: int, act_dim: int, num_members: int = 2, hidden: int = 256, depth: int = 3,
                  activation: type[nn.Module] = Mish):
         super().__init__()
+        check_arguments(type(self), locals())
         self.body = EnsembleFeedForward(num_members, obs_dim + act_dim, 2, hidden=hidden, depth=depth,
                                         activation=activation)
         self.num_members = num_members
@@ -87,8 +91,11 @@ class DistributionalCriticLoss(nn.Module):
         loss, info = loss_fn(mean, std, target, target_sample)
     """
 
+    RANGES = {"num_members": COUNT}
+
     def __init__(self, num_members: int = 2, tau: float = 0.005, bound: float = 3.0, epsilon: float = 0.1):
         super().__init__()
+        check_arguments(type(self), locals())
         self.tau, self.bound, self.epsilon = tau, bound, epsilon
         self.register_buffer("mean_std", torch.full((num_members,), -1.0))
 

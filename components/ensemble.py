@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from components.mlp import mlp
+from components.ranges import COUNT, check_arguments
 
 # Activations a config may name: ``EnsembleFeedForward.activation = @torch.nn.Mish``.
 for _activation in (nn.ReLU, nn.Mish, nn.GELU, nn.ELU, nn.SiLU, nn.Tanh):
@@ -58,6 +59,8 @@ class EnsembleMLP(nn.Module):
     ``depth=3`` this is the reference's ``Linear, LN, Linear, LN, GELU, Linear, LN, GELU, Linear, LN, Linear(1)``.
     """
 
+    RANGES = {"num_members": COUNT, "hidden": COUNT}
+
     def __init__(
         self,
         num_members: int,
@@ -68,6 +71,7 @@ class EnsembleMLP(nn.Module):
         activation: type[nn.Module] = nn.GELU,
     ):
         super().__init__()
+        check_arguments(type(self), locals())
         layers: list[nn.Module] = [EnsembleLinear(num_members, in_features, hidden), EnsembleLayerNorm(num_members, hidden)]
         for i in range(depth):
             layers += [EnsembleLinear(num_members, hidden, hidden), EnsembleLayerNorm(num_members, hidden)]
@@ -90,6 +94,8 @@ class EnsembleFeedForward(nn.Module):
     ``(B, in)`` or ``(E, B, in)`` -> ``(E, B, out)``.
     """
 
+    RANGES = {"num_members": COUNT, "hidden": COUNT}
+
     def __init__(
         self,
         num_members: int,
@@ -100,6 +106,7 @@ class EnsembleFeedForward(nn.Module):
         activation: type[nn.Module] = nn.ReLU,
     ):
         super().__init__()
+        check_arguments(type(self), locals())
         linear = functools.partial(EnsembleLinear, num_members)
         self.net = mlp(in_features, out_features, hidden, depth, block=lambda i, o: [linear(i, o), activation()],
                        head=linear)

@@ -12,6 +12,7 @@ from torch import nn
 
 from components.bounds import ActionBounds
 from components.mlp import mlp
+from components.ranges import COUNT, check_arguments
 
 
 def tanh_log_det_jacobian(u: torch.Tensor) -> torch.Tensor:
@@ -42,6 +43,8 @@ class GaussianPolicy(nn.Module):
         a = policy.act(torch.randn(1, 17), deterministic=True)           # tanh(mu(s)), no grad
     """
 
+    RANGES = {"hidden": COUNT}
+
     def __init__(
         self,
         obs_dim: int,
@@ -54,6 +57,7 @@ class GaussianPolicy(nn.Module):
         action_high: Union[float, torch.Tensor] = 1.0,
     ):
         super().__init__()
+        check_arguments(type(self), locals())
         self.obs_dim, self.act_dim = obs_dim, act_dim
         self.net = mlp(obs_dim, 2 * act_dim, hidden, depth)
         self.log_std_min, self.log_std_max = log_std_min, log_std_max

@@ -16,6 +16,8 @@ import gin
 import numpy as np
 import torch
 
+from components.ranges import COUNT, check_arguments
+
 INSTALL = "pip install 'flowrl-kit[dacer]' (or: pip install scikit-learn)"
 
 
@@ -42,9 +44,10 @@ class GaussianMixtureEntropy:
         h = entropy(samples)                                 # () tensor, nats
     """
 
+    RANGES = {"num_components": COUNT}
+
     def __init__(self, num_components: int = 3, random_state: int = 42):
-        if num_components < 1:
-            raise ValueError(f"GaussianMixtureEntropy.num_components must be >= 1, got {num_components}")
+        check_arguments(type(self), locals())
         self.num_components, self.random_state = num_components, random_state
         # Never traced (scikit-learn on numpy arrays). Disabled here, not by a decorator: the decorator imports
         # torch._dynamo (seconds) in every process that imports components, compiling or not.

@@ -17,6 +17,7 @@ import gin
 import torch
 
 from components.configurable import plain
+from components.ranges import COUNT, check_arguments, out_of_range
 
 Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 StepFn = Callable[[Velocity, torch.Tensor, torch.Tensor, float], torch.Tensor]
@@ -74,8 +75,8 @@ def integrate(
     Returns:
         The state at ``t1``, shape ``(B, d)``.
     """
-    if num_steps < 1:
-        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    if not COUNT.contains(num_steps):  # a hot path: one comparison, no signature read unless it fails
+        raise ValueError(out_of_range("integrate.num_steps", num_steps, COUNT))
     dt = (t1 - t0) / num_steps
     x = x0
     t = x0.new_full((x0.shape[0], 1), t0)
@@ -95,9 +96,10 @@ class ODESolver:
         x1 = solver(velocity, x0)
     """
 
+    RANGES = {"num_steps": COUNT}
+
     def __init__(self, step: StepFn = midpoint_step, num_steps: int = 1):
-        if num_steps < 1:
-            raise ValueError(f"ODESolver.num_steps must be >= 1, got {num_steps}")
+        check_arguments(type(self), locals())
         self.step = plain(step)
         self.num_steps = num_steps
 

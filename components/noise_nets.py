@@ -15,6 +15,7 @@ from torch import nn
 
 from components.diffusion import Mish
 from components.mlp import linear_block, mlp
+from components.ranges import COUNT, check_arguments
 
 
 def truncated_normal_init(module: nn.Module) -> None:
@@ -59,9 +60,12 @@ class DACERNoiseMLP(nn.Module):
         out = eps(torch.zeros(8, 17), torch.zeros(8, 6), torch.zeros(8, dtype=torch.long))  # (8, 6)
     """
 
+    RANGES = {"hidden": COUNT}
+
     def __init__(self, obs_dim: int, act_dim: int, hidden: int = 256, depth: int = 3, time_dim: int = 16,
                  activation: type[nn.Module] = Mish):
         super().__init__()
+        check_arguments(type(self), locals())
         self.time_mlp = nn.Sequential(ScaledSinusoidalEmbedding(time_dim), nn.Linear(time_dim, 2 * time_dim),
                                       activation(), nn.Linear(2 * time_dim, time_dim))
         self.net = mlp(obs_dim + act_dim + time_dim, act_dim, hidden, depth, block=linear_block(activation))

@@ -24,6 +24,7 @@ from torch import nn
 from components.bounds import ActionBounds
 from components.jax_init import flax_dense_init
 from components.mlp import mlp
+from components.ranges import COUNT, check_arguments, out_of_range
 from components.sequence_velocity import GRUVelocity
 
 # step(x (B, A), t (B, 1), k) -> (velocity (B, A), log sigma of the step's noise (B, A))
@@ -44,8 +45,8 @@ def noisy_euler(step: NoisyStep, x0: torch.Tensor, num_steps: int, noise: torch.
     ``log N(eps_k; 0, I)`` (the Flow-T reference's sum, ``SAC_flow_transformer_jax.py`` line 454); it is then not
     the density of ``x_K``.
     """
-    if num_steps < 1:
-        raise ValueError(f"noisy_euler: num_steps must be >= 1, got {num_steps}")
+    if not COUNT.contains(num_steps):  # a hot path: one comparison, no signature read unless it fails
+        raise ValueError(out_of_range("noisy_euler.num_steps", num_steps, COUNT))
     dt = 1.0 / num_steps
     x = x0
     log_prob = (-0.5 * x0.square() - _HALF_LOG_2PI).sum(-1, keepdim=True)
@@ -69,9 +70,12 @@ class StateLogStd(nn.Module):
     onto ``[log_std_min, log_std_max]`` (``SAC_flow_gru_jax.py`` lines 293-299, 320-322).
     """
 
+    RANGES = {"hidden": COUNT}
+
     def __init__(self, obs_dim: int, act_dim: int, hidden: int = 512, depth: int = 2, log_std_min: float = -5.0,
                  log_std_max: float = 2.0):
         super().__init__()
+        check_arguments(type(self), locals())
         self.net = mlp(obs_dim, act_dim, hidden, depth)
         self.log_std_min, self.log_std_max = log_std_min, log_std_max
         flax_dense_init(self)
@@ -113,12 +117,13 @@ class NoisyFlowPolicy(nn.Module):
         a = policy.act(torch.randn(1, 17), deterministic=True)         # zero noise: the mean path
     """
 
+    RANGES = {"num_steps": COUNT}
+
     def __init__(self, obs_dim: int, act_dim: int, velocity: Union[nn.Module, Factory] = GRUVelocity,
                  log_std: Factory | None = StateLogStd, num_steps: int = 4, scale_in_log_prob: bool = True,
                  action_low: Union[float, torch.Tensor] = -1.0, action_high: Union[float, torch.Tensor] = 1.0):
         super().__init__()
-        if num_steps < 1:
-            raise ValueError(f"NoisyFlowPolicy.num_steps must be >= 1, got {num_steps}")
+        check_arguments(type(self), locals())
         self.obs_dim, self.act_dim, self.num_steps = obs_dim, act_dim, num_steps
         self.velocity = velocity if isinstance(velocity, nn.Module) else velocity(obs_dim, act_dim)
         self.log_std = log_std(obs_dim, act_dim) if log_std is not None else None

@@ -17,6 +17,8 @@ from typing import Optional, Protocol
 import gin
 import torch
 
+from components.ranges import NON_NEGATIVE, check_arguments
+
 Info = dict[str, torch.Tensor]
 
 
@@ -70,6 +72,8 @@ class W2Regularizer:
 
     needs = frozenset({"q_behaviour"})
 
+    RANGES = {"lam": NON_NEGATIVE}
+
     def __init__(
         self,
         lam: float = 0.1,
@@ -78,6 +82,7 @@ class W2Regularizer:
         max_weight: float = 1.0,
         pre_tanh_target: bool = False,
     ):
+        check_arguments(type(self), locals())
         _moved_pre_tanh_target("W2Regularizer", pre_tanh_target)
         self.lam, self.per_sample = lam, per_sample
         self.min_weight, self.max_weight = min_weight, max_weight
@@ -108,7 +113,10 @@ class KLRegularizer:
 
     needs = frozenset({"q_behaviour", "value"})
 
+    RANGES = {"coef": NON_NEGATIVE}
+
     def __init__(self, beta: float = 1.0, max_weight: float = 100.0, coef: float = 0.1, pre_tanh_target: bool = False):
+        check_arguments(type(self), locals())
         _moved_pre_tanh_target("KLRegularizer", pre_tanh_target)
         self.beta, self.max_weight, self.coef = beta, max_weight, coef
 
@@ -129,7 +137,10 @@ class BCRegularizer:
 
     needs = frozenset()
 
+    RANGES = {"coef": NON_NEGATIVE}
+
     def __init__(self, coef: float = 0.1, pre_tanh_target: bool = False):
+        check_arguments(type(self), locals())
         _moved_pre_tanh_target("BCRegularizer", pre_tanh_target)
         self.coef = coef
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import gin
 import torch
 
+from components.ranges import UNIT, check_arguments
+
 
 @gin.configurable
 class UniformSampler:
@@ -28,9 +30,10 @@ class RecentMixSampler:
     ``recent`` counts transitions over all parallel envs (2,048 in the reference).
     """
 
+    RANGES = {"recent_fraction": UNIT}
+
     def __init__(self, recent: int = 2048, recent_fraction: float = 0.2):
-        if not 0.0 <= recent_fraction <= 1.0:
-            raise ValueError(f"RecentMixSampler.recent_fraction must be in [0, 1], got {recent_fraction}")
+        check_arguments(type(self), locals())
         self.recent, self.recent_fraction = recent, recent_fraction
 
     def __call__(self, num_rows: int, num_envs: int, batch_size: int, generator: torch.Generator):

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from components.critics import min_aggregate
+from components.ranges import COUNT, check_arguments
 
 Sampler = Callable[[torch.Tensor], torch.Tensor]
 Aggregate = Callable[[torch.Tensor], torch.Tensor]
@@ -50,9 +51,10 @@ class BestOfN:
         action = select(policy, critic, obs)        # (B, act_dim), no gradient
     """
 
+    RANGES = {"num_candidates": COUNT}
+
     def __init__(self, num_candidates: int = 32, aggregate: Aggregate = min_aggregate):
-        if num_candidates < 1:
-            raise ValueError(f"BestOfN.num_candidates must be >= 1, got {num_candidates}")
+        check_arguments(type(self), locals())
         self.num_candidates, self.aggregate = num_candidates, aggregate
 
     @torch.no_grad()

@@ -17,6 +17,7 @@ from torch import nn
 
 from components.batch_renorm import BatchRenorm
 from components.jax_init import flax_dense_init
+from components.ranges import COUNT, check_arguments
 
 
 class FlaxSinusoidalEmbedding(nn.Module):
@@ -53,8 +54,11 @@ class GRUVelocity(nn.Module):
         dx = v(torch.zeros(8, 17), torch.zeros(8, 6), torch.zeros(8, 1))   # (8, 6)
     """
 
+    RANGES = {"hidden": COUNT}
+
     def __init__(self, obs_dim: int, act_dim: int, hidden: int = 512, time_dim: int = 32, batch_norm: bool = True):
         super().__init__()
+        check_arguments(type(self), locals())
         width = obs_dim + act_dim
         self.norm = BatchRenorm(width) if batch_norm else nn.Identity()
         self.time = nn.Sequential(FlaxSinusoidalEmbedding(time_dim), nn.Linear(time_dim, 2 * time_dim), nn.SiLU(),
@@ -133,9 +137,12 @@ class TransformerVelocity(nn.Module):
         dx = v(torch.zeros(8, 17), torch.zeros(8, 6), torch.full((8, 1), 0.25))   # step 1 of 4: (8, 6)
     """
 
+    RANGES = {"num_steps": COUNT}
+
     def __init__(self, obs_dim: int, act_dim: int, d_model: int = 96, num_heads: int = 4, num_layers: int = 2,
                  num_steps: int = 4, batch_norm: bool = True, log_std_min: float = -5.0, log_std_max: float = 2.0):
         super().__init__()
+        check_arguments(type(self), locals())
         if d_model % 4:
             raise ValueError(f"TransformerVelocity.d_model must be a multiple of 4, got {d_model}")
         self.num_steps, self.log_std_min, self.log_std_max = num_steps, log_std_min, log_std_max

@@ -13,10 +13,13 @@ import gin
 import torch
 from torch import nn
 
+from components.ranges import UNIT, ranged
+
 M = TypeVar("M", bound=nn.Module)
 
 
 @gin.register
+@ranged(discount=UNIT)  # for the config check; not checked per update: the agent owning the discount checks it
 def td_target(reward: torch.Tensor, terminated: torch.Tensor, next_value: torch.Tensor,
               discount: float) -> torch.Tensor:
     """``y = r + gamma (1 - terminated) V(s')``.

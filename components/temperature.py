@@ -8,6 +8,8 @@ import gin
 import torch
 from torch import nn
 
+from components.ranges import POSITIVE, check_arguments
+
 
 @gin.configurable
 class Temperature(nn.Module):
@@ -33,10 +35,11 @@ class Temperature(nn.Module):
         actor_loss = (temperature.alpha * log_prob - q).mean()    # alpha is a detached scalar tensor
     """
 
+    RANGES = {"initial_alpha": POSITIVE}
+
     def __init__(self, act_dim: int, target_entropy: float | None = None, initial_alpha: float = 1.0):
         super().__init__()
-        if initial_alpha <= 0:
-            raise ValueError(f"Temperature.initial_alpha must be > 0, got {initial_alpha}")
+        check_arguments(type(self), locals())
         self.target_entropy = float(-act_dim if target_entropy is None else target_entropy)
         self.log_alpha = nn.Parameter(torch.tensor(math.log(initial_alpha), dtype=torch.float32))
 

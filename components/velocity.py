@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from components.mlp import mlp
+from components.ranges import COUNT, check_arguments
 
 
 def xavier_init(module: nn.Module) -> None:
@@ -33,8 +34,11 @@ class MLPVelocity(nn.Module):
         dx = v(torch.zeros(8, 67), torch.zeros(8, 21), torch.zeros(8, 1))  # (8, 21)
     """
 
+    RANGES = {"hidden": COUNT}
+
     def __init__(self, obs_dim: int, act_dim: int, hidden: int = 512, depth: int = 2):
         super().__init__()
+        check_arguments(type(self), locals())
         self.net = mlp(obs_dim + act_dim + 1, act_dim, hidden, depth,
                        block=lambda i, o: [nn.Linear(i, o), nn.LayerNorm(o), nn.ELU()])
         xavier_init(self)
@@ -82,8 +86,11 @@ class ResidualVelocity(nn.Module):
         dx = v(torch.zeros(8, 67), torch.zeros(8, 21), torch.rand(8, 1))  # (8, 21)
     """
 
+    RANGES = {"hidden": COUNT}
+
     def __init__(self, obs_dim: int, act_dim: int, hidden: int = 256, num_blocks: int = 2, time_dim: int = 64):
         super().__init__()
+        check_arguments(type(self), locals())
         self.time_embed = SinusoidalTimeEmbedding(dim=time_dim)
         self.inp = nn.Linear(obs_dim + act_dim + time_dim, hidden)
         self.blocks = nn.Sequential(*[_ResidualBlock(hidden) for _ in range(num_blocks)])

@@ -19,6 +19,7 @@ from torch import nn
 
 from components.buffers import Batch
 from components.protocols import Policy
+from components.ranges import COUNT, POSITIVE, UNIT, Range
 from flowrl.agents.compiled import compile_update, compiled_step, init_adam_state
 
 Info = dict[str, torch.Tensor]
@@ -75,6 +76,10 @@ class ActorCritic:
     max_grad_norm: float | None = None  # clip of the critic's gradient norm in ``critic_step`` (None: no clip)
     uncompiled: tuple[str, ...] = ()  # names in ``modules()`` that ``compile`` leaves alone (a scalar temperature)
     _compiled_update: Callable[[Batch], tuple[tuple[str, ...], torch.Tensor]] | None = None  # compile_update's
+    # Ranges of the parameters agents share; each agent's ``__init__`` checks the ones it takes (``check_arguments``)
+    # and adds its own ``RANGES`` (components/ranges.py).
+    RANGES = {"discount": UNIT, "target_tau": Range(0.0, 1.0, low_open=True), "lr": POSITIVE, "critic_lr": POSITIVE,
+              "policy_lr": POSITIVE, "adam_eps": POSITIVE, "max_grad_norm": POSITIVE, "policy_delay": COUNT}
 
     # ------------------------------------------------------------------------------------------- to override
     def modules(self) -> dict[str, nn.Module]:

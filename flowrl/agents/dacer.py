@@ -24,6 +24,7 @@ from components.critics import frozen
 from components.diffusion import DiffusionPolicy
 from components.distributional import DistributionalCriticLoss, DistributionalQEnsemble, min_mean_target
 from components.gmm_entropy import INSTALL, GaussianMixtureEntropy
+from components.ranges import COUNT, NON_NEGATIVE, POSITIVE, check_arguments
 from components.targets import soft_update, target_copy, td_target
 from components.temperature import Temperature
 from flowrl.agents.base import ActorCritic, Info, adam, optimizer_step, prefixed
@@ -69,6 +70,9 @@ class DACERAgent(ActorCritic):
         metrics = agent.update(buffer.sample(256))           # {'critic/loss': ..., 'actor/loss': ..., ...}
     """
 
+    RANGES = {"alpha_lr": POSITIVE, "alpha_delay": COUNT, "entropy_samples": COUNT, "reward_scale": POSITIVE,
+              "noise_scale": NON_NEGATIVE, "initial_alpha": POSITIVE}
+
     def __init__(
         self,
         obs_dim: int,
@@ -92,10 +96,7 @@ class DACERAgent(ActorCritic):
         device: torch.device | str = "cpu",
         amp_dtype: torch.dtype | None = None,
     ):
-        for name, value in (("policy_delay", policy_delay), ("alpha_delay", alpha_delay),
-                            ("entropy_samples", entropy_samples)):
-            if value < 1:
-                raise ValueError(f"DACERAgent.{name} must be >= 1, got {value}")
+        check_arguments(type(self), locals())
         self.device, self.amp_dtype = torch.device(device), amp_dtype
         self.policy = policy(obs_dim, act_dim).to(self.device)
         self.critic = critic(obs_dim, act_dim).to(self.device)

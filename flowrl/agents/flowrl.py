@@ -24,6 +24,7 @@ from components.critics import (
     min_aggregate,
 )
 from components.policy import FlowPolicy
+from components.ranges import Range, check_arguments
 from components.regularizers import RegularizerInputs, W2Regularizer
 from components.targets import soft_update, target_copy, td_target
 from flowrl.agents.base import ActorCritic, Info, adam, optimizer_step, prefixed
@@ -58,6 +59,8 @@ class FlowRLAgent(ActorCritic):
         metrics = agent.update(buffer.sample(256))           # {'critic/loss': ..., 'value/loss': ..., ...}
     """
 
+    RANGES = {"expectile": Range(0.0, 1.0, low_open=True, high_open=True)}
+
     def __init__(
         self,
         obs_dim: int,
@@ -76,6 +79,7 @@ class FlowRLAgent(ActorCritic):
         amp_dtype: torch.dtype | None = None,
         behaviour_from_critic: bool = True,
     ):
+        check_arguments(type(self), locals())
         self.device = torch.device(device)
         self.amp_dtype = amp_dtype
         self.policy = policy(obs_dim, act_dim).to(self.device)

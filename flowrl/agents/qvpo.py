@@ -22,6 +22,7 @@ from components.buffers import Batch
 from components.configurable import plain
 from components.critics import QEnsemble, ensemble_td_loss, min_aggregate
 from components.diffusion import DiffusionPolicy
+from components.ranges import COUNT, COUNT0, NON_NEGATIVE, check_arguments
 from components.selectors import Candidates, best_of_n, q_advantage_weights
 from components.targets import soft_update, target_copy, td_target
 from flowrl.agents.base import ActorCritic, Info, adam, optimizer_step, prefixed
@@ -57,6 +58,10 @@ class QVPOAgent(ActorCritic):
         metrics = agent.update(buffer.sample(256))           # {'critic/loss': ..., 'actor/loss': ..., ...}
     """
 
+    RANGES = {"train_candidates": COUNT, "behaviour_candidates": COUNT, "eval_candidates": COUNT,
+              "target_candidates": COUNT, "entropy_weight": NON_NEGATIVE, "entropy_weight_min": NON_NEGATIVE,
+              "entropy_decay_updates": COUNT, "entropy_samples": COUNT0}
+
     def __init__(
         self,
         obs_dim: int,
@@ -82,12 +87,7 @@ class QVPOAgent(ActorCritic):
         device: torch.device | str = "cpu",
         amp_dtype: torch.dtype | None = None,
     ):
-        for name, value in (("train_candidates", train_candidates), ("behaviour_candidates", behaviour_candidates),
-                            ("eval_candidates", eval_candidates), ("target_candidates", target_candidates)):
-            if value < 1:
-                raise ValueError(f"QVPOAgent.{name} must be >= 1, got {value}")
-        if entropy_weight < 0 or entropy_weight_min < 0 or entropy_samples < 0:
-            raise ValueError("QVPOAgent.entropy_weight, entropy_weight_min and entropy_samples must be >= 0")
+        check_arguments(type(self), locals())
         self.device, self.amp_dtype = torch.device(device), amp_dtype
         self.policy = policy(obs_dim, act_dim).to(self.device)
         self.policy_target = target_copy(self.policy)

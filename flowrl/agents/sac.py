@@ -20,6 +20,7 @@ from components.buffers import Batch
 from components.configurable import plain
 from components.critics import QEnsemble, ensemble_td_loss, frozen, min_aggregate
 from components.gaussian_policy import GaussianPolicy
+from components.ranges import check_arguments
 from components.targets import soft_update, target_copy, td_target
 from components.temperature import Temperature
 from flowrl.agents.base import ActorCritic, Info, adam, optimizer_step, prefixed
@@ -62,6 +63,7 @@ class SACAgent(ActorCritic):
         device: torch.device | str = "cpu",
         amp_dtype: torch.dtype | None = None,
     ):
+        check_arguments(type(self), locals())
         self.device, self.amp_dtype = torch.device(device), amp_dtype
         self.policy = policy(obs_dim, act_dim).to(self.device)
         self.critic = critic(obs_dim, act_dim).to(self.device)

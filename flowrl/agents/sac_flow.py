@@ -25,6 +25,7 @@ from components.buffers import Batch
 from components.configurable import plain
 from components.critics import QEnsemble, ensemble_td_loss, frozen, min_aggregate
 from components.noisy_flow import NoisyFlowPolicy
+from components.ranges import check_arguments
 from components.targets import td_target
 from components.temperature import AlphaTemperature, Temperature
 from flowrl.agents.base import ActorCritic, Info, adam, optimizer_step, prefixed
@@ -80,8 +81,7 @@ class SACFlowAgent(ActorCritic):
         device: torch.device | str = "cpu",
         amp_dtype: torch.dtype | None = None,
     ):
-        if policy_delay < 1:
-            raise ValueError(f"SACFlowAgent.policy_delay must be >= 1, got {policy_delay}")
+        check_arguments(type(self), locals())
         self.device, self.amp_dtype = torch.device(device), amp_dtype
         self.policy = policy(obs_dim, act_dim).to(self.device)
         self.critic = critic(obs_dim, act_dim).to(self.device)

@@ -20,6 +20,7 @@ from components.buffers import Batch
 from components.configurable import plain
 from components.critics import QEnsemble, ensemble_td_loss, frozen, min_aggregate
 from components.deterministic_policy import DeterministicPolicy
+from components.ranges import check_arguments
 from components.targets import soft_update, target_copy, td_target
 from flowrl.agents.base import ActorCritic, Info, adam, optimizer_step, prefixed
 
@@ -65,6 +66,7 @@ class TD3Agent(ActorCritic):
         device: torch.device | str = "cpu",
         amp_dtype: torch.dtype | None = None,
     ):
+        check_arguments(type(self), locals())
         self.device, self.amp_dtype = torch.device(device), amp_dtype
         self.policy = policy(obs_dim, act_dim).to(self.device)
         self.policy_target = target_copy(self.policy)

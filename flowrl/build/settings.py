@@ -13,6 +13,7 @@ from typing import Callable
 import gin
 
 from components.buffers import ReplayBuffer
+from components.ranges import COUNT, COUNT0, NON_NEGATIVE, check_arguments
 from flowrl.agents.flowrl import FlowRLAgent
 from flowrl.envs.registry import make_env
 
@@ -75,3 +76,11 @@ class Settings:
     num_threads: int = 0
     video_every: int = 0
     wandb: bool = False
+
+    # Counts and periods (0: none, where the Args say so); checked when the settings are made and by the config check.
+    RANGES = {"total_steps": COUNT, "warmup_steps": COUNT0, "num_envs": COUNT, "updates_per_step": NON_NEGATIVE,
+              "batch_size": COUNT, "eval_every": COUNT0, "eval_episodes": COUNT, "checkpoint_every": COUNT0,
+              "log_every": COUNT0, "num_threads": COUNT0, "video_every": COUNT0}
+
+    def __post_init__(self) -> None:
+        check_arguments(type(self), vars(self), name="Trainer")  # the name configs and --bind know it by

@@ -1,7 +1,8 @@
 """Checks of a parsed gin config, run before any env or network is built; each failure is a one-line UserError.
 
-``check_config`` catches values of the wrong type (against the configurable's type hints), out-of-range trainer
-settings, a config without a task and a device that is not there. ``check_resume`` catches ``--bind`` overrides
+``check_config`` catches values of the wrong type (against the configurable's type hints), numbers outside the
+range their configurable declares (``RANGES``, components/ranges.py: the line a hand-built one raises too), a config
+without a task and a device that is not there. ``check_resume`` catches ``--bind`` overrides
 that cannot apply to a resumed run because they change the shape of what its checkpoint holds.
 """
 
@@ -17,48 +18,14 @@ from typing import Any, Callable, Sequence
 import gin
 import torch
 
+from components.ranges import out_of_range, ranges_of
 from flowrl.config.files import gin_home
 from flowrl.config.parsing import agent_file
-from flowrl.config.query import bound_values, default as _default, value_of, wrapped as _wrapped
+from flowrl.config.query import bound_values, default as _default, registered as _registered, value_of, \
+    wrapped as _wrapped
 from flowrl.errors import UserError
 
-# (lowest allowed value, what the lowest means) of the trainer's counts; checked whether bound or left at default.
-_LOWEST = {
-    "Trainer.total_steps": 1,
-    "Trainer.warmup_steps": 0,
-    "Trainer.num_envs": 1,
-    "Trainer.batch_size": 1,
-    "Trainer.eval_every": 0,
-    "Trainer.eval_episodes": 1,
-    "Trainer.checkpoint_every": 0,
-    "Trainer.log_every": 0,
-    "Trainer.updates_per_step": 0,
-    "Trainer.num_threads": 0,
-    "Trainer.video_every": 0,
-    "ReplayBuffer.capacity": 1,
-}
 # What a resumed run cannot change: its checkpoint holds networks, buffers and envs of these sizes.
-# Mathematical ranges of parameters by name, whichever configurable takes them: (low, high, low open, high open);
-# None is no bound. A bound value outside is refused before anything is built (defaults are inside by construction).
-_RANGES = {
-    "discount": (0.0, 1.0, False, False),
-    "target_tau": (0.0, 1.0, True, False),
-    "expectile": (0.0, 1.0, True, True),
-    "lr": (0.0, None, True, False), "critic_lr": (0.0, None, True, False), "policy_lr": (0.0, None, True, False),
-    "adam_eps": (0.0, None, True, False),
-    "max_grad_norm": (0.0, None, True, False),
-    "noise_ratio": (0.0, None, False, False),
-    "entropy_weight": (0.0, None, False, False), "entropy_weight_min": (0.0, None, False, False),
-    "entropy_samples": (0, None, False, False), "entropy_decay_updates": (1, None, False, False),
-    "train_candidates": (1, None, False, False), "behaviour_candidates": (1, None, False, False),
-    "eval_candidates": (1, None, False, False), "target_candidates": (1, None, False, False),
-    "num_candidates": (1, None, False, False), "num_steps": (1, None, False, False),
-    "num_members": (1, None, False, False), "hidden": (1, None, False, False), "policy_delay": (1, None, False, False),
-    "lam": (0.0, None, False, False), "coef": (0.0, None, False, False),
-    "alpha_lr": (0.0, None, True, False), "alpha_delay": (1, None, False, False),  # DACER
-    "reward_scale": (0.0, None, True, False), "noise_scale": (0.0, None, False, False),
-    "initial_alpha": (0.0, None, True, False), "num_components": (1, None, False, False),
-}
 _SHAPE_NAMES = {"Trainer.num_envs", "ReplayBuffer.capacity", "make_env.task", "Trainer.env_fn", "Trainer.agent",
                 "Trainer.buffer"}
 _SHAPE_PARAMS = {"hidden", "depth", "num_members", "num_layers", "width"}
@@ -70,13 +37,6 @@ def check_config() -> None:
     for name, value in bound_values().items():
         _check_type(name, value)
         _check_range(name, value)
-    for name, lowest in _LOWEST.items():
-        value = value_of(name)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < lowest:
-            example = _default(name)
-            example = example if isinstance(example, (int, float)) and example >= lowest else max(lowest, 1)
-            raise UserError(f"{name} = {value} is below {lowest}; fix: bind it to at least {lowest}, "
-                            f"e.g. --bind '{name} = {example}'")
     capacity, num_envs = value_of("ReplayBuffer.capacity"), value_of("Trainer.num_envs")
     if isinstance(capacity, int) and isinstance(num_envs, int) and capacity < 2 * num_envs:
         raise UserError(f"ReplayBuffer.capacity = {capacity} cannot hold two steps of Trainer.num_envs = {num_envs} "
@@ -162,18 +122,12 @@ def _check_type(name: str, value: Any) -> None:
 
 
 def _check_range(name: str, value: Any) -> None:
-    param = name.rsplit(".", 1)[-1]
-    if param not in _RANGES or not isinstance(value, (int, float)) or isinstance(value, bool):
-        return
-    low, high, low_open, high_open = _RANGES[param]
-    below = low is not None and (value <= low if low_open else value < low)
-    above = high is not None and (value >= high if high_open else value > high)
-    if below or above:
-        interval = f"{'(' if low_open else '['}{low}, {'inf' if high is None else high}{')' if high_open or high is None else ']'}"
-        default = _default(name.split("/")[-1])
-        example = f"e.g. --bind '{name} = {default!r}' (its default)" if isinstance(default, (int, float)) else ""
-        raise UserError(f"{name} = {value!r} is outside {interval}; fix: bind a value in {interval}"
-                        + (f", {example}" if example else ""))
+    """A bound number outside the range its configurable declares (``RANGES``, components/ranges.py) for it."""
+    selector, _, param = name.split("/")[-1].rpartition(".")
+    interval = ranges_of(_registered(selector)).get(param)
+    if interval is not None and isinstance(value, (int, float)) and not isinstance(value, bool) \
+            and not interval.contains(value):
+        raise UserError(out_of_range(name, value, interval, _default(name.split("/")[-1])))
 
 
 def _wants_component(hint: Any) -> bool:

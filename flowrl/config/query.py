@@ -53,12 +53,17 @@ def default(name: str) -> Any:
     return None if param is None else param.default
 
 
-def wrapped(selector: str) -> Callable | None:
-    """The function (a class's ``__init__``) registered under ``selector``, None if none is."""
+def registered(selector: str) -> Callable | type | None:
+    """The class or function registered under ``selector`` (``'QVPOAgent'``, ``'Trainer'``), None if none is."""
     try:
-        fn = gin.config._REGISTRY.get_match(selector).wrapped
+        return gin.config._REGISTRY.get_match(selector).wrapped
     except (AttributeError, KeyError, ValueError):
         return None
+
+
+def wrapped(selector: str) -> Callable | None:
+    """The function (a class's ``__init__``) registered under ``selector``, None if none is."""
+    fn = registered(selector)
     return fn.__init__ if isinstance(fn, type) else fn
 
 bound, value = bound_values, value_of

@@ -171,5 +171,6 @@ def test_mish_equals_torch_mish():
 
 
 def test_bad_step_count_is_refused():
-    with pytest.raises(ValueError, match="num_steps must be >= 1"):
+    message = r"^DiffusionPolicy\.num_steps = 0 is outside \[1, inf\); fix: .*= 20' \(its default\)"
+    with pytest.raises(ValueError, match=message):
         DiffusionPolicy(OBS, ACT, num_steps=0)

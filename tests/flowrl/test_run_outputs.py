@@ -206,7 +206,7 @@ def test_missing_wandb_or_a_failing_service_is_one_note_and_the_run_goes_on(tmp_
 
 @pytest.mark.parametrize("binding, needle", [
     ("Video.width = 65", "Video size 65x240 is not two even numbers"),
-    ("Trainer.video_every = -1", "Trainer.video_every = -1 is below 0"),
+    ("Trainer.video_every = -1", "Trainer.video_every = -1 is outside [0, inf)"),
 ])  # fmt: skip
 def test_bad_video_values_are_one_line_and_leave_no_folder(tmp_path, binding, needle):
     proc = run(*TINY, "--bind", binding, "--run-dir", str(tmp_path / "r"), check=False, timeout=120)

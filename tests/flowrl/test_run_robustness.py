@@ -211,10 +211,10 @@ def test_a_full_disk_during_a_run_ends_with_one_line(tmp_path):  # item 6, throu
 # ---------------------------------------------------------------------------------------- one line per bad input
 BAD_START = [
     (["--bind", "Trainer.total_steps = 'abc'"], "Trainer.total_steps = 'abc' is not an int"),
-    (["--bind", "Trainer.batch_size = -5"], "Trainer.batch_size = -5 is below 1"),
-    (["--bind", "Trainer.batch_size = 0"], "Trainer.batch_size = 0 is below 1"),
-    (["--bind", "Trainer.num_envs = 0"], "Trainer.num_envs = 0 is below 1"),
-    (["--bind", "Trainer.total_steps = -1"], "Trainer.total_steps = -1 is below 1"),
+    (["--bind", "Trainer.batch_size = -5"], "Trainer.batch_size = -5 is outside [1, inf)"),
+    (["--bind", "Trainer.batch_size = 0"], "Trainer.batch_size = 0 is outside [1, inf)"),
+    (["--bind", "Trainer.num_envs = 0"], "Trainer.num_envs = 0 is outside [1, inf)"),
+    (["--bind", "Trainer.total_steps = -1"], "Trainer.total_steps = -1 is outside [1, inf)"),
     (["--bind", "make_env.task = 'dmc/humanoid-fly'"], "unknown task 'dmc/humanoid-fly'"),  # found by the env
 ]
 
