@@ -16,22 +16,14 @@ import torch
 
 from flowrl.cli import OneLineParser, prog, run_main
 from flowrl.errors import CheckpointNeedsUnpickling, OldCheckpointFormat, UserError
-from flowrl.run.checkpoints import CHECKPOINT_FORMAT, list_checkpoints, load_checkpoint, unsafe_values, write_atomic
+from flowrl.run.checkpoints import CHECKPOINT_FORMAT, load_checkpoint, run_checkpoints, unsafe_values, write_atomic
 from flowrl.run.migrate import LAST_PICKLED_FORMAT, upgrade
 
 
 def checkpoints_of(run_dir: Path) -> list[Path]:
     """The checkpoints of ``run_dir``, oldest first; a one-line :class:`UserError` if it is not a run folder with
     checkpoints."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UserError(f"'{run_dir}' is a file, not a run folder; fix: pass the folder that holds checkpoints/")
-    if not run_dir.is_dir():
-        raise UserError(f"run folder '{run_dir}' does not exist; fix: pass the --run-dir of an earlier run")
-    found = list_checkpoints(run_dir)
-    if not found:
-        raise UserError(f"run folder '{run_dir}' has no checkpoints (no checkpoints/step_*.pt); fix: pass the "
-                        f"folder of a run that wrote one")
-    return found
+    return run_checkpoints(run_dir, none_fix="pass the folder of a run that wrote one")
 
 
 def convert(path: Path) -> str:

@@ -22,6 +22,7 @@ import torch
 from flowrl import config
 from flowrl.build import Settings, make_agent, resolve_device
 from flowrl.errors import UserError
+from flowrl.evaluation import episodes, note_modes
 from flowrl.run import files
 from flowrl.run.checkpoints import latest_checkpoint, load_checkpoint, require
 
@@ -78,22 +79,13 @@ def rollouts(act: Callable[[np.ndarray], np.ndarray], env, max_steps: int = 10_0
              ) -> tuple[list[np.ndarray], np.ndarray]:
     """One episode per env: each episode's observations ``(T + 1, obs_dim)`` from its start to its end, and the mode
     ``(N,)`` each reached (``info["mode"]``; -1 for none or a task that reports none)."""
-    obs = env.reset()
-    paths = [[o] for o in obs]
+    paths: list[list[np.ndarray]] = []
     modes = np.full(env.num_envs, -1, dtype=np.int64)
-    running = np.ones(env.num_envs, dtype=bool)
-    for _ in range(max_steps):
-        step = env.step(act(obs))
-        live = running & step.valid
+    for obs, step, live in episodes(act, env, max_steps):
+        paths = paths or [[o] for o in obs]
         for i in np.flatnonzero(live):
             paths[i].append(step.obs[i])
-        if "mode" in step.info:
-            reached = live & (step.info["mode"] >= 0)
-            modes[reached] = step.info["mode"][reached]
-        running &= ~(live & (step.terminated | step.truncated))
-        obs = step.obs
-        if not running.any():
-            break
+        note_modes(step, live, modes)
     return [np.asarray(p) for p in paths], modes
 
 

@@ -148,8 +148,9 @@ def require(state: dict[str, Any], keys: tuple[str, ...], path: Path) -> None:
         raise UserError(f"checkpoint '{path}' holds only part of the state (no {', '.join(missing)}); fix: {hint}")
 
 
-def latest_checkpoint(run_dir: Path) -> Path:
-    """The newest checkpoint of ``run_dir``; a one-line :class:`UserError` if there is none."""
+def run_checkpoints(run_dir: Path, none_fix: str = "start it again without --resume") -> list[Path]:
+    """The checkpoints of run folder ``run_dir``, oldest first; a one-line :class:`UserError` if it is a file, does
+    not exist or has none (``none_fix``: what the user should do then)."""
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"'{run_dir}' is a file, not a run folder; fix: pass the --run-dir folder of an earlier run")
@@ -157,8 +158,13 @@ def latest_checkpoint(run_dir: Path) -> Path:
         raise UserError(f"run folder '{run_dir}' does not exist; fix: pass the --run-dir of an earlier run")
     found = list_checkpoints(run_dir)
     if not found:
-        raise UserError(f"run folder '{run_dir}' has no checkpoint yet; fix: start it again without --resume")
-    return found[-1]
+        raise UserError(f"run folder '{run_dir}' has no checkpoint yet; fix: {none_fix}")
+    return found
+
+
+def latest_checkpoint(run_dir: Path) -> Path:
+    """The newest checkpoint of ``run_dir``; a one-line :class:`UserError` if there is none."""
+    return run_checkpoints(run_dir)[-1]
 
 
 def rng_state() -> dict[str, Any]:

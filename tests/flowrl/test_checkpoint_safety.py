@@ -222,7 +222,7 @@ def test_conversion_of_bad_folders_is_one_line_and_changes_nothing(tmp_path):
     good.mkdir(parents=True)
     torch.save({"format": 1, "x": np.zeros(2)}, good / "step_000000010.pt")
     before = (good / "step_000000010.pt").read_bytes()
-    _one_line_error(tool("tools/convert_checkpoints.py", str(good.parent), str(empty)), "has no checkpoints")
+    _one_line_error(tool("tools/convert_checkpoints.py", str(good.parent), str(empty)), "has no checkpoint yet")
     assert (good / "step_000000010.pt").read_bytes() == before
     proc = tool("tools/convert_checkpoints.py", "--bogus")
     assert proc.returncode == 2 and "see tools/convert_checkpoints.py --help" in proc.stderr
