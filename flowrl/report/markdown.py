@@ -30,14 +30,19 @@ def render(result: dict, figures: dict[str, str], sources: Sequence[Path]) -> st
            if result.get("at_step") else ""), "",
         "## Per task", "",
         "*Final return*: the last evaluation's mean return. *AUC*: the area under the eval-return curve divided by its "
-        "span of env steps, i.e. the curve's average return (rewards sample efficiency, not only the end point).", "",
+        "span of env steps, i.e. the curve's average return (rewards sample efficiency, not only the end point). "
+        "*Modes covered* (tasks that report modes, such as the toy family): the distinct goals or modes the last "
+        "evaluation's episodes reached.", "",
     ]  # fmt: skip
     for task, by_variant in result["tasks"].items():
-        lines += [f"### {task}", "", "| variant | seeds | env steps | final return | AUC |", "|---|---|---|---|---|"]
+        modes = any("modes" in e for e in by_variant.values())  # a task that reports modes: one more column
+        lines += [f"### {task}", "", "| variant | seeds | env steps | final return | AUC |" + " modes covered |" * modes,
+                  "|---|---|---|---|---|" + "---|" * modes]
         for v, e in by_variant.items():
             lo, hi = e["steps"]
             steps = f"{lo:,}" if lo == hi else f"{lo:,}-{hi:,}"
-            lines.append(f"| {v} | {len(e['seeds'])} | {steps} | {_fmt(e['final'])} | {_fmt(e['auc'])} |")
+            lines.append(f"| {v} | {len(e['seeds'])} | {steps} | {_fmt(e['final'])} | {_fmt(e['auc'])} |"
+                         + (f" {_fmt(e['modes']) if 'modes' in e else 'n/a'} |" if modes else ""))
         lines += ["", f"![learning curves on {task}]({figures[task]})", ""]
 
     lines += ["## Across tasks (normalised scores)", ""]

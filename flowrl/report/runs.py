@@ -26,6 +26,7 @@ from flowrl.run.metrics import read_metrics
 from flowrl.run import files
 
 METRIC = "eval/return_mean"
+MODES = "eval/modes_covered"  # tasks that report modes (the toy family): distinct modes the evaluation reached
 BASE = "base"
 # Bindings that say how or where a run ran, not what it is: they never set runs apart (a report's variant, a plot's
 # curve). The one list for both.
@@ -46,6 +47,12 @@ class Run:
     returns: np.ndarray
     variant: str = field(default=BASE)
     provenance: dict[str, str] = field(default_factory=dict)
+    modes: np.ndarray | None = None  # eval/modes_covered at ``steps`` where the task reports modes
+
+    @property
+    def final_modes(self) -> float | None:
+        """The last evaluation's modes covered (None: the task reports no modes)."""
+        return None if self.modes is None else float(self.modes[-1])
 
     @property
     def final(self) -> float:
@@ -65,7 +72,8 @@ class Run:
         keep = self.steps <= step
         if not keep.any():
             return None
-        return replace(self, steps=self.steps[keep], returns=self.returns[keep])
+        return replace(self, steps=self.steps[keep], returns=self.returns[keep],
+                       modes=None if self.modes is None else self.modes[keep])
 
 
 def find_runs(paths: Sequence[Path]) -> list[Path]:
@@ -122,9 +130,11 @@ def load_run(run_dir: Path) -> Run | None:
               file=sys.stderr)
         return None
     steps, returns = (np.asarray(x, dtype=float) for x in zip(*sorted(dict(rows).items())))
+    modes = {r["step"]: r[MODES] for r in read_metrics(run_dir) if r.get(MODES) is not None}
     seed = seed if isinstance(seed, int) and not isinstance(seed, bool) else 0
     return Run(run_dir, task, seed, _items(run_dir, config), steps, returns,
-               provenance=summarise(provenance.read(run_dir)))
+               provenance=summarise(provenance.read(run_dir)),
+               modes=np.asarray([modes[s] for s in steps], dtype=float) if set(steps) <= set(modes) else None)
 
 
 def _code(entry: dict) -> str:

@@ -42,6 +42,9 @@ def compute(runs: Sequence[Run], base: str | None = None, reps: int = 2000, seed
                 "auc": _est(*interval([r.auc for r in rs], reps, seed)), "runs": [str(r.path) for r in rs]}
             for v, rs in by_variant.items()
         }  # fmt: skip
+        for v, rs in by_variant.items():  # tasks that report modes: the final evaluation's modes covered
+            if all(r.final_modes is not None for r in rs):
+                result["tasks"][task][v]["modes"] = _est(*interval([r.final_modes for r in rs], reps, seed))
 
     # Across tasks: normalised final returns, a (runs, tasks) matrix per variant over the tasks every variant ran.
     divisors = {t: normaliser(t) for t in groups}

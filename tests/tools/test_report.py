@@ -259,3 +259,27 @@ def test_a_file_where_a_folder_belongs_is_one_line_and_writes_nothing(tmp_path, 
     assert len(lines) == 1 and " is a file" in lines[0] and "; fix: " in lines[0], proc.stderr
     assert lines[0].startswith("error: " + ("'" if case == "run folder" else f"{case.split()[0]} '"))
     assert sorted(tmp_path.rglob("*")) == before and taken.read_text() == "x\n"
+
+
+def test_modes_covered_is_reported_with_its_interval_where_the_task_reports_modes(tmp_path, monkeypatch):
+    # Toy runs log eval/modes_covered beside the return: the report gives the last evaluation's count per variant,
+    # with the same bootstrap as the return (4 seeds: the exact percentile interval of their mean).
+    monkeypatch.setitem(TASKS, "toy/ring-bandit", "gin/tasks/toy/ring_bandit.gin")
+    modes = [1.0, 2.0, 2.0, 5.0]
+    for seed, m in enumerate(modes):
+        run = tmp_path / "toy" / f"s{seed}"
+        make_run(run, "toy/ring-bandit", seed, curve=((500, 0.2), (1000, 0.5)))
+        with open(run / "metrics.jsonl", "a") as f:  # modes at both evaluations; the last counts
+            f.write(json.dumps({"step": 500, "eval/modes_covered": 8.0}) + "\n")
+            f.write(json.dumps({"step": 1000, "eval/modes_covered": m}) + "\n")
+    make_run(tmp_path / "dmc" / "s0", "dmc/cheetah-run", 0, curve=((1000, 3.0),))  # no modes: no column
+    result = compute(load_runs([tmp_path]), reps=REPS, seed=0)
+    est = result["tasks"]["toy/ring-bandit"]["base"]["modes"]
+    low, high = exact_bootstrap_ci(modes)
+    assert est["mean"] == pytest.approx(2.5) and np.allclose(est["ci"], [low, high], atol=0.15)
+    assert "modes" not in result["tasks"]["dmc/cheetah-run"]["base"]
+    from flowrl.report.markdown import render
+
+    text = render({**result, "normalised": {**result["normalised"], "variants": {}}},
+                  {t: "x.png" for t in result["tasks"]}, [tmp_path])
+    assert "| final return | AUC | modes covered |" in text and "| 2.5 [" in text
