@@ -45,13 +45,15 @@ def run_config(run_dir: Path) -> dict[str, str]:
 
 
 def overlays(run_dir: Path) -> list[str]:
-    """The ``--gin`` files after the first of the command that started the run (from ``command.txt``)."""
+    """The ``--gin`` files after the first of the command that started the run (from ``command.txt``), then its
+    ``--agent`` file."""
     command = Path(run_dir) / files.COMMAND
     for line in command.read_text().splitlines() if command.is_file() else []:
         words = shlex.split(line)
         gins = [words[i + 1] for i, w in enumerate(words[:-1]) if w == "--gin"]
+        agent = [words[i + 1] for i, w in enumerate(words[:-1]) if w == "--agent"]
         if gins:
-            return gins[1:]
+            return gins[1:] + agent
     return []
 
 

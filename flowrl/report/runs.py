@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from flowrl.run import bindings, provenance
-from flowrl.config import find_gin
+from flowrl.config.files import agent_files, find_gin
 from flowrl.errors import UserError
 from flowrl.run.metrics import read_metrics
 from flowrl.run import files
@@ -106,14 +106,22 @@ def _sets_task(name: str) -> bool:
     return found is not None and "make_env.task" in bindings.parse_file(found)
 
 
+def _is_agent_file(name: str) -> bool:
+    found = gin_file(name)
+    return found is not None and bool(agent_files([found]))
+
+
 def _items(run_dir: Path, config: dict) -> tuple[str, ...]:
     command = run_dir / files.COMMAND
     lines = command.read_text().splitlines() if command.is_file() else []
     if not lines:  # no command line: every binding of the operative config is an item
         return tuple(k + "=" + re.sub(r"\s+", "", bindings.text(v)) for k, v in config.items() if k not in _IGNORED)
     args, items = shlex.split(lines[0]), []
+    replaced = "--agent" in args  # --agent FILE replaces the agent file a --gin names: that one is not an item
     for flag, value in zip(args, args[1:]):
-        if flag == "--gin" and not _sets_task(value):
+        if flag == "--gin" and not _sets_task(value) and not (replaced and _is_agent_file(value)):
+            items.append(Path(value).stem)
+        elif flag == "--agent":
             items.append(Path(value).stem)
         elif flag == "--bind" and "=" in value and value.split("=")[0].strip() not in _IGNORED:
             items.append(re.sub(r"\s+", "", value))

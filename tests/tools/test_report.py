@@ -283,3 +283,18 @@ def test_modes_covered_is_reported_with_its_interval_where_the_task_reports_mode
     text = render({**result, "normalised": {**result["normalised"], "variants": {}}},
                   {t: "x.png" for t in result["tasks"]}, [tmp_path])
     assert "| final return | AUC | modes covered |" in text and "| 2.5 [" in text
+
+
+def test_an_agent_given_with_agent_names_the_variant_and_replaces_the_agent_file_it_replaced(tmp_path):
+    # A sweep's agent variant runs `--gin gin/agents/flowrl.gin ... --agent gin/agents/sac.gin`: its variant is sac,
+    # not flowrl+sac; the plot's overlays list the agent that trained.
+    from flowrl.report import curves
+
+    for name, extra in (("base", ""), ("sac", " --agent gin/agents/sac.gin")):
+        run = tmp_path / name
+        make_run(run, "dmc/cheetah-run", 0)
+        (run / "command.txt").write_text(f"python tools/run.py --gin gin/agents/flowrl.gin --gin gin/smoke.gin --gin "
+                                         f"gin/tasks/dmc/cheetah_run.gin{extra} --seed 0 --run-dir {run}\n")
+    runs = {r.path.name: r for r in load_runs([tmp_path])}
+    assert runs["base"].items == ("flowrl", "smoke") and runs["sac"].items == ("smoke", "sac")
+    assert curves.overlays(tmp_path / "sac") == ["gin/smoke.gin", "gin/tasks/dmc/cheetah_run.gin", "gin/agents/sac.gin"]
