@@ -25,6 +25,7 @@ from flowrl.sweep.trial import LOG_FILE, PID_FILE, Progress, _wait_for_leftover,
 from flowrl.run import files
 
 _SKIP = (".lock",)
+DESCRIBE = (files.CONFIG, files.BINDINGS, files.COMMAND, files.PROVENANCE)  # a run folder's own description
 
 
 def _local_files(folder: Path) -> dict[str, tuple[int, int]]:
@@ -86,7 +87,11 @@ class TrialSync:
         if not (full or ckpts or time.monotonic() - self._last_full >= self.every):
             return self.error is None
         try:
-            # Checkpoints first: the metrics sent after them reach at least their step, as a resume expects.
+            # What says which run a checkpoint belongs to (its config, command, provenance) before the checkpoint: a
+            # node lost just after a checkpoint's upload must not leave a checkpoint that cannot be resumed. Then
+            # checkpoints: the metrics sent after them reach at least their step, as a resume expects.
+            for name in [n for n in DESCRIBE if n in now and self.sent.get(n) != now[n]]:
+                self._send(name, now[name])
             for name in sorted(ckpts, key=lambda n: checkpoint_steps([n]) or [0]):
                 self._send(name, now[name])
             for name, key in now.items():

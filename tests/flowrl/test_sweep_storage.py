@@ -185,3 +185,20 @@ def test_a_plain_path_is_a_storage_too(tmp_path, monkeypatch):
     store.write_bytes("a/b.txt", b"x")
     assert (tmp_path / "bucket" / store.name / "a" / "b.txt").read_bytes() == b"x"
     assert os.listdir(tmp_path / "bucket" / store.name / "a") == ["b.txt"]
+
+
+def test_a_checkpoint_goes_up_after_the_files_that_say_which_run_it_belongs_to(tmp_path):
+    # A node lost right after a checkpoint's upload (the two-node Ray test kills it then) must leave a folder that
+    # resumes: config.gin, bindings.json, command.txt and provenance.jsonl reach the storage before the checkpoint,
+    # the metrics after it.
+    local = trial_folder(tmp_path / "node-a" / "t")
+    for name in ("config.gin", "bindings.json", "command.txt", "provenance.jsonl"):
+        (local / name).write_text(f"{name}\n")
+    store = Storage(str(tmp_path / "bucket"))
+    order = []
+    put = store.put
+    store.put = lambda path, name: order.append(name) or put(path, name)
+    assert TrialSync(store, local, every=3600).push()  # a new checkpoint: everything goes up
+    ckpt = order.index("checkpoints/step_000000100.pt")
+    assert {"config.gin", "bindings.json", "command.txt", "provenance.jsonl"} <= set(order[:ckpt])
+    assert order.index("metrics.jsonl") > ckpt
