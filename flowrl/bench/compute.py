@@ -15,6 +15,7 @@ from components.samplers import RecentMixSampler
 from flowrl.agents.flowrl import FlowRLAgent
 from flowrl.bench import utils as bu
 from flowrl.bench.tables import table
+from flowrl.build import compile_agent
 
 BATCH = 256
 
@@ -40,7 +41,7 @@ def cmd_update(args: argparse.Namespace, console: Console) -> dict:
             continue
         agent = _update_agent(hidden, dtype, device)
         flops = bu.update_flops(agent, buffer, BATCH)
-        bu.compile_agent(agent, compiled)  # what Trainer(compile=...) does
+        compile_agent(agent, compiled)  # what Trainer.compile does (the builder's own function)
         r = bu.bench_update(agent, buffer, BATCH, reps, compile_warm if compiled else warm)
         gflops = flops * r["updates_per_s"] / 1e9
         results.append({"hidden": hidden, "dtype": dtype, "compiled": compiled, **r, "flops_per_update": flops,

@@ -23,6 +23,7 @@ from components.buffers import ReplayBuffer
 from flowrl.bench import utils as bu
 from flowrl.bench.agents import AGENT_FILES, build
 from flowrl.reference import check_checkout
+from flowrl.build import compile_agent
 
 # (name, bf16 autocast, Trainer.compile)
 VARIANTS = (("fp32", False, False), ("bf16", True, False), ("compiled", False, "update"),
@@ -48,7 +49,7 @@ def measure(device: torch.device, agent_files=AGENT_FILES, quick: bool = False, 
                 continue
             torch.manual_seed(0)
             agent = build(agent_file, *dims, torch.bfloat16 if bf16 else None, overlays, device=device)
-            bu.compile_agent(agent, mode, backend)
+            compile_agent(agent, mode, backend)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
                 torch.cuda.reset_peak_memory_stats(device)

@@ -30,6 +30,7 @@ from flowrl.bench import utils as bu
 from flowrl.bench.compute import BATCH
 from flowrl.bench.tables import table
 from flowrl.reference import build_reference
+from flowrl.build import compile_agent
 
 SETTINGS = ("fp32", "bf16", "compiled", "compiled-networks")
 
@@ -76,7 +77,7 @@ def compare(ref_dir: Path, setting: str, obs_dim: int, act_dim: int, hidden: int
                              bf16=bf16, device=device)
     torch.manual_seed(0)
     ours = bu.make_agent(obs_dim, act_dim, hidden, torch.bfloat16 if bf16 else None, device=device)
-    bu.compile_agent(ours, {"compiled": "update", "compiled-networks": "networks"}.get(setting, False), backend)
+    compile_agent(ours, {"compiled": "update", "compiled-networks": "networks"}.get(setting, False), backend)
     data = _batch(obs_dim, act_dim, batch)
     tensors = Batch(
         obs=torch.from_numpy(data["obs"]), action=torch.from_numpy(data["action"]),

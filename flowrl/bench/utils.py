@@ -104,13 +104,6 @@ def make_agent(obs_dim: int, act_dim: int, hidden: int, amp_dtype: torch.dtype |
     )  # fmt: skip
 
 
-def compile_agent(agent, mode: str | bool, backend: str = "inductor") -> None:
-    """What ``Trainer.compile = mode`` does to ``agent`` (``'networks'``, ``'update'``, ``'update+cudagraph'``)."""
-    from flowrl.build import compile_agent as build_compile  # what the runner's builder does, not a copy
-
-    build_compile(agent, mode, backend)
-
-
 def fill_buffer(buffer: ReplayBuffer, rows: int, seed: int = 0, pool: int = 256) -> float:
     """Add ``rows`` random vector-env steps to ``buffer`` (numpy in, as the runner adds); returns seconds taken."""
     rng = np.random.default_rng(seed)
