@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from components.diffusion import Mish
+from components.activations import Mish
 from components.ensemble import EnsembleFeedForward, EnsembleLinear
 from components.ranges import COUNT, check_arguments
 

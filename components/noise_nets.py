@@ -13,7 +13,7 @@ import gin
 import torch
 from torch import nn
 
-from components.diffusion import Mish
+from components.activations import Mish
 from components.mlp import linear_block, mlp
 from components.ranges import COUNT, check_arguments
 

@@ -135,7 +135,7 @@ def test_a_user_loop_fits_a_gaussian_critic_to_noisy_returns():
 
 def test_defaults_are_the_references_critic():
     """relax/network/blocks.py:61-74 under scripts/train_mujoco.py: 2 members, 3 x 256, Mish; DSAC-T's constants."""
-    from components.diffusion import Mish
+    from components.activations import Mish
 
     critic = DistributionalQEnsemble(obs_dim=3, act_dim=2)
     layers = [m for m in critic.body.net if isinstance(m, EnsembleLinear)]

@@ -82,7 +82,7 @@ def test_the_chain_carries_the_gradient_to_the_noise_network():
 
 def test_defaults_are_the_references_policy_network():
     """relax/network/blocks.py:165-181 under scripts/train_mujoco.py: 3 x 256, Mish, time 16 -> 32 -> 16."""
-    from components.diffusion import Mish
+    from components.activations import Mish
 
     net = DACERNoiseMLP(obs_dim=5, act_dim=2)
     linears = [m for m in net.net if isinstance(m, torch.nn.Linear)]
