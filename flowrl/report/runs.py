@@ -31,7 +31,7 @@ BASE = "base"
 # Bindings that say how or where a run ran, not what it is: they never set runs apart (a report's variant, a plot's
 # curve). The one list for both.
 HOW_IT_RAN = frozenset({"Trainer.seed", "Trainer.num_threads", "Trainer.display", "Trainer.device",
-                        "EnvpoolDMC.num_threads", "Trainer.wandb", "Trainer.video_every"})
+                        "EnvpoolDMC.num_threads", "Trainer.wandb", "Trainer.video_every", "Trainer.compile"})
 _IGNORED = HOW_IT_RAN | {"make_env.task"}  # a report keys runs by task apart from their variant
 
 
