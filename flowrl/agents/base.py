@@ -76,6 +76,7 @@ class ActorCritic:
     max_grad_norm: float | None = None  # clip of the critic's gradient norm in ``critic_step`` (None: no clip)
     uncompiled: tuple[str, ...] = ()  # names in ``modules()`` that ``compile`` leaves alone (a scalar temperature)
     _compiled_update: Callable[[Batch], tuple[tuple[str, ...], torch.Tensor]] | None = None  # compile_update's
+    _compiled_act: Callable[[torch.Tensor, bool], torch.Tensor] | None = None  # flowrl.agents.acting's
     # Ranges of the parameters agents share; each agent's ``__init__`` checks the ones it takes (``check_arguments``)
     # and adds its own ``RANGES`` (components/ranges.py).
     RANGES = {"discount": UNIT, "target_tau": Range(0.0, 1.0, low_open=True), "lr": POSITIVE, "critic_lr": POSITIVE,
@@ -146,7 +147,7 @@ class ActorCritic:
         """Actions ``(N, act_dim)`` in [-1, 1] for observations ``(N, obs_dim)``; exploration unless deterministic."""
         with torch.inference_mode():
             obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
-            return self._act(obs_t, deterministic).cpu().numpy()
+            return (self._compiled_act or self._act)(obs_t, deterministic).cpu().numpy()
 
     def _act(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
         return self.policy.act(obs, deterministic=deterministic)

@@ -119,10 +119,7 @@ def compile_update(agent: Updating, cudagraph: bool = False, backend: str = "ind
     def update(batch: Batch) -> tuple[tuple[str, ...], torch.Tensor]:
         return agent._metrics(batch)
 
-    # A code object of its own: dynamo keeps graphs per code object, at most ``recompile_limit`` (8) of them, and
-    # agents sharing one would push each other's out.
-    update = types.FunctionType(update.__code__.replace(co_name=f"update_{type(agent).__name__}"), update.__globals__,
-                                closure=update.__closure__)
+    update = own_code(update, f"update_{type(agent).__name__}")
     # Static shapes: the batch size never changes in a run (and a symbolic one breaks randn(generator=None)).
     compiled = torch.compile(update, backend=backend, dynamic=False, **inductor_options(backend, cudagraph))
 
@@ -137,6 +134,12 @@ def compile_update(agent: Updating, cudagraph: bool = False, backend: str = "ind
             return compiled(batch)
 
     return step
+
+
+def own_code(fn: Callable, name: str) -> Callable:
+    """``fn`` (a closure) with a code object of its own named ``name``: dynamo keeps graphs per code object, at most
+    ``recompile_limit`` (8) of them, and agents sharing one would push each other's out."""
+    return types.FunctionType(fn.__code__.replace(co_name=name), fn.__globals__, closure=fn.__closure__)
 
 
 def inductor_options(backend: str, cudagraph: bool = False) -> dict:

@@ -17,6 +17,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from flowrl.agents.acting import act_choice, compile_act
 from flowrl.agents.compiled import compile_mode
 from flowrl.agents.protocol import missing_members
 from flowrl.build.machine import Machine, choose_precision, choose_threads, resolve_device
@@ -41,6 +42,7 @@ class Parts:
     bf16_autocast: bool
     compiled: str | bool
     threads: int
+    compiled_act: bool = False
     thread_note: str = ""
     precision_note: str = ""
     hooks: list[Callable] = dataclasses.field(default_factory=list)
@@ -96,7 +98,10 @@ def build(settings: Settings | None = None, machine: Machine = Machine(), video_
     compiled = compile_mode(s.compile)
     agent = make_agent(s, env.obs_dim, env.act_dim, device, torch.bfloat16 if bf16 else None)
     compile_agent(agent, compiled)
+    acting = act_choice(s.compile_act, device, s.total_steps)
+    if acting:
+        compile_act(agent)
     buffer = s.buffer(env.obs_dim, env.act_dim, num_envs=s.num_envs, device=device, seed=s.seed)
     hook = video_hook(s) if video_hook is not None and s.video_every > 0 else None
-    return Parts(s, device, env, agent, buffer, bf16, compiled, threads, thread_note, precision_note,
+    return Parts(s, device, env, agent, buffer, bf16, compiled, threads, acting, thread_note, precision_note,
                  [hook] if hook else [])

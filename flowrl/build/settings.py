@@ -41,6 +41,10 @@ class Settings:
         compile: ``'update'``: the whole update as one compiled function (losses, backward, optimiser and target
             steps; ``flowrl/agents/compiled.py``); ``'update+cudagraph'``: that, replayed as a CUDA graph (CUDA only);
             ``'networks'`` (or True, its old spelling): each network's forward compiled; False (default): eager.
+        compile_act: the action path (the whole sampler, best-of-N and noise included) as compiled functions
+            (``flowrl/agents/acting.py``): True, False, or ``'auto'`` (default): compiled on a CPU for runs of at
+            least 100,000 env steps, where every agent's measured saving repays its warm-up; eager elsewhere (CUDA
+            until measured, short runs such as the smoke and toy configs).
         bf16_autocast: run updates under bfloat16 autocast. None (default) follows the hardware: on CUDA the
             reference's precision (bf16 autocast, and TF32 matmuls for what stays float32), on a CPU bf16 only where
             it is native (AVX512-BF16 or AMX), else float32 (``flowrl/build/hardware.py``). The choice is recorded at
@@ -71,6 +75,7 @@ class Settings:
     checkpoint_every: int = 50_000
     log_every: int = 1_000
     compile: bool | str = False
+    compile_act: bool | str = "auto"
     bf16_autocast: bool | None = None
     display: bool = True
     num_threads: int = 0
