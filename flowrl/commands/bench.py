@@ -73,6 +73,9 @@ def build_parser() -> OneLineParser:
                         help="agent gin file, repeatable (default: every file in gin/agents/: flowrl, qvpo, dacer, "
                              "sac_flow_g, sac_flow_t, sac, td3)")
     agents.add_argument("--rounds", type=positive_int, default=3, help="interleaved rounds, median reported (default 3)")
+    agents.add_argument("--compiled", action="store_true",
+                        help="also every agent with its update and action path compiled, float32 (minutes: DACER's "
+                             "update compiles for about five)")
     ref = sub.choices["reference"]
     ref.add_argument("--ref", type=Path, required=True, metavar="DIR", help="a checkout of bytedance/FlowRL")
     ref.add_argument("--settings", nargs="+", choices=["fp32", "bf16", "compiled", "compiled-networks"],
