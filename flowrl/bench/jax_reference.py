@@ -21,13 +21,14 @@ import argparse
 import os
 import subprocess
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 from rich.console import Console
+from torch._inductor import config as inductor_config
 
 from components.buffers import Batch
 from flowrl.agents.acting import compile_act
@@ -131,7 +132,7 @@ def _warm(fn: Callable[[], object], max_calls: int = 10) -> tuple[float, int]:
 def flowrl_side(agent: str, dims: tuple[int, int], backend: str) -> tuple[dict[str, Callable[[], object]], dict]:
     """flowrl's update unit, eager action and compiled action for ``agent``, warmed up: ``(fns, warm-up seconds)``."""
     spec, (obs_dim, act_dim) = AGENTS[agent], dims
-    b = jax_worker.batch_arrays(np, obs_dim, act_dim, BATCH)  # the worker's batch, the same numbers
+    b = jax_worker.batch_arrays(obs_dim, act_dim, BATCH)  # the worker's batch, the same numbers
     batch = Batch(obs=torch.from_numpy(b["obs"]), action=torch.from_numpy(b["action"]),
                   reward=torch.from_numpy(b["reward"])[:, None], next_obs=torch.from_numpy(b["next_obs"]),
                   terminated=torch.from_numpy(b["done"])[:, None], truncated=torch.zeros(BATCH, 1))
@@ -154,7 +155,9 @@ def flowrl_side(agent: str, dims: tuple[int, int], backend: str) -> tuple[dict[s
     start = time.perf_counter()
     compile_act(compiled, backend)  # lazy: the first call compiles
     setup = time.perf_counter() - start
-    seconds, warm["act_compiled_calls"] = _warm(fns["act compiled"])
+    with inductor_config.patch(force_disable_caches=True), warnings.catch_warnings():  # cold, as the worker's
+        warnings.filterwarnings("ignore", message="dynamo_pgo force disabled")  # what the option says it does
+        seconds, warm["act_compiled_calls"] = _warm(fns["act compiled"])
     warm["act_compiled_s"] = setup + seconds
     return fns, warm
 
@@ -166,7 +169,7 @@ def compare(agent: str, python: Path, ref: Path, rounds: int, acts: int, cpu: in
     spec = AGENTS[agent]
     command = [python, Path(jax_worker.__file__), "--agent", agent, "--ref", ref, "--obs", dims[0], "--act", dims[1],
                "--batch", BATCH] + (["--cpu", cpu] if cpu is not None else [])
-    with Worker(command, f"JAX {agent}", env=jax_worker.THREAD_ENV) as worker:
+    with Worker(command, f"JAX {agent}", env=jax_worker.WORKER_ENV) as worker:
         fns, warm = flowrl_side(agent, dims, backend)
         graphs = compile_count()
         sides = {"reference update": lambda: worker.time("update", 1),

@@ -38,9 +38,13 @@ import time
 import types
 from pathlib import Path
 
-# One thread (before jax is imported): XLA's and the BLAS libraries' (sklearn in DACER's entropy estimate).
-THREAD_ENV = {"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
-              "JAX_PLATFORMS": "cpu", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+import numpy as np
+
+# Set before jax is imported: one thread, XLA's and the BLAS libraries' (sklearn in DACER's entropy estimate); no
+# persistent compilation cache, so that the warm-up is a cold compile wherever the bench runs.
+WORKER_ENV = {"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
+              "JAX_PLATFORMS": "cpu", "JAX_ENABLE_COMPILATION_CACHE": "false", "OMP_NUM_THREADS": "1",
+              "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 MAX_WARMUP_CALLS = 10
 SAC_FLOW_FILE = "from_scratch_code/SAC_flow_gru_jax.py"
@@ -49,7 +53,7 @@ SAC_FLOW_FUNCTIONS = ("actor_apply_train", "actor_apply_inference", "qf_apply_tr
                       "update_critic", "update_actor_and_alpha", "update_target")
 
 
-def batch_arrays(np, obs_dim: int, act_dim: int, batch: int, seed: int = 0) -> dict:
+def batch_arrays(obs_dim: int, act_dim: int, batch: int, seed: int = 0) -> dict:
     """A fixed batch: obs, next_obs ``(B, obs_dim)``, action ``(B, act_dim)`` in [-1, 1], reward, done ``(B,)``."""
     rng = np.random.default_rng(seed)
     return {"obs": rng.normal(size=(batch, obs_dim)).astype(np.float32),
@@ -63,7 +67,6 @@ def build_dacer(ref: Path, obs_dim: int, act_dim: int, batch: int, seed: int):
     """``(unit(key_fn), act(key_fn))`` for DACER; each takes a function that returns the next fresh key."""
     import jax
     import jax.numpy as jnp
-    import numpy as np
 
     sys.path.insert(0, str(ref))
     stub = types.ModuleType("relax.utils.persistence")
@@ -82,7 +85,7 @@ def build_dacer(ref: Path, obs_dim: int, act_dim: int, batch: int, seed: int):
     sizes = [256] * 3  # scripts/train_mujoco.py:32-35,57-58
     net, params = network.create_dacer_net(jax.random.key(seed), obs_dim, act_dim, sizes, sizes, mish, num_timesteps=20)
     algo = dacer.DACER(net, params, lr=1e-4)
-    b = batch_arrays(np, obs_dim, act_dim, batch, seed)
+    b = batch_arrays(obs_dim, act_dim, batch, seed)
     data = dacer.Experience(obs=b["obs"], action=b["action"], reward=b["reward"], next_obs=b["next_obs"],
                             done=b["done"])
     one_obs = b["obs"][:1]
@@ -123,7 +126,6 @@ def build_sac_flow_g(ref: Path, obs_dim: int, act_dim: int, batch: int, seed: in
     """``(unit(key_fn), act(key_fn))`` for SAC Flow-G, built as the file's ``__main__`` builds it."""
     import jax
     import jax.numpy as jnp
-    import numpy as np
     import optax
 
     ns = load_sac_flow(ref / SAC_FLOW_FILE)
@@ -151,7 +153,7 @@ def build_sac_flow_g(ref: Path, obs_dim: int, act_dim: int, batch: int, seed: in
          "alpha": state(entropy_coef.init(alpha_key), entropy_coef.apply, args.q_lr), "n": 0, "key": key}
     ns.update(args=args, actor=actor, qf=qf, entropy_coef=entropy_coef,
               target_entropy=-np.float32(act_dim) * 0)  # its __main__: -prod(action shape) * 0
-    b = batch_arrays(np, obs_dim, act_dim, batch, seed)
+    b = batch_arrays(obs_dim, act_dim, batch, seed)
     one_obs = b["obs"][:1]
 
     def unit(_key):  # the loop threads its own key through the updates, as the file's does
@@ -182,7 +184,6 @@ def serve(agent: str, ref: Path, obs_dim: int, act_dim: int, batch: int, seed: i
     start = time.perf_counter()
     import jax
     import jax.monitoring
-    import numpy as np
 
     import_s = time.perf_counter() - start
     start = time.perf_counter()
@@ -218,7 +219,7 @@ def serve(agent: str, ref: Path, obs_dim: int, act_dim: int, batch: int, seed: i
             ready[f"warmup_{op}_calls"] += 1
     commit = subprocess.run(["git", "-C", str(ref), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
     ready.update(jax=jax.__version__, numpy=np.__version__, commit=commit.strip() or "unknown",
-                 threads=THREAD_ENV["XLA_FLAGS"])
+                 threads=WORKER_ENV["XLA_FLAGS"])
     send(out, {"ready": ready})
     for line in sys.stdin:
         request = json.loads(line)
@@ -243,7 +244,7 @@ def main(argv=None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cpu", type=int, help="pin this process to one CPU")
     args = p.parse_args(argv)
-    for name, value in THREAD_ENV.items():
+    for name, value in WORKER_ENV.items():
         os.environ.setdefault(name, value)
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
