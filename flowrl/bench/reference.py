@@ -28,8 +28,10 @@ from rich.console import Console
 from components.buffers import Batch
 from flowrl.bench import utils as bu
 from flowrl.bench.compute import BATCH
+from flowrl.bench.jax_reference import chosen, cmd_jax_reference
 from flowrl.bench.tables import table
-from flowrl.reference import build_reference
+from flowrl.errors import UserError
+from flowrl.reference import build_reference, check_checkout
 from flowrl.build import compile_agent
 
 SETTINGS = ("fp32", "bf16", "compiled", "compiled-networks")
@@ -123,7 +125,23 @@ def compare(ref_dir: Path, setting: str, obs_dim: int, act_dim: int, hidden: int
 
 
 def cmd_reference(args: argparse.Namespace, console: Console) -> dict:
-    """flowrl vs the authors' reference (``--ref DIR``) at equal settings, interleaved in one process."""
+    """flowrl vs the authors' code at equal settings: FlowRL's PyTorch reference (``--ref DIR``) in one process, and
+    DACER's and SAC Flow-G's JAX code (``--jax-python PY --dacer-ref DIR --sac-flow-ref DIR``) in a worker process."""
+    jax_refs = chosen(args)  # every checkout checked before anything is timed
+    if args.ref is None and not jax_refs:
+        raise UserError("reference needs a checkout to compare with; fix: pass --ref DIR (bytedance/FlowRL) and/or "
+                        "--jax-python PY with --dacer-ref DIR / --sac-flow-ref DIR")
+    out = {}
+    if args.ref is not None:
+        out = _flowrl_reference(args, console)
+    if jax_refs:
+        out["jax"] = cmd_jax_reference(args, console, jax_refs)
+    return out
+
+
+def _flowrl_reference(args: argparse.Namespace, console: Console) -> dict:
+    """flowrl vs the authors' FlowRL reference (``--ref DIR``) at equal settings, interleaved in one process."""
+    check_checkout(args.ref)
     rounds, warm = (3, 1) if args.quick else (args.rounds, 5)
     obs_dim, act_dim, hidden = (17, 6, 64) if args.quick else (*bu.HUMANOID_RUN, 512)
     backend = "aot_eager" if args.quick else "inductor"  # quick: trace the compiled update without inductor's minutes

@@ -10,7 +10,8 @@ and HumanoidBench. ``buffer``: memory of a 1M-transition dog-run replay buffer, 
 seeds of ``tools/run.py`` on a task config, summarised per eval step, with a plot. Each prints tables headed by the
 machine's description; ``--json FILE`` writes the same numbers; ``--quick`` is a run of under a minute for CI.
 ``reference``: flowrl against a checkout of the authors' code (``--ref DIR``), side by side in one process at equal
-settings (fp32, bf16 autocast, compiled): time per update pair and per action, and the ratios.
+settings (fp32, bf16 autocast, compiled): time per update pair and per action, and the ratios; with ``--jax-python PY
+--dacer-ref DIR --sac-flow-ref DIR``, DACER and SAC Flow-G against the authors' JAX code in a worker subprocess.
 The measurements live in ``flowrl/bench/`` (one module per benchmark); this module parses and prints.
 """
 
@@ -77,11 +78,20 @@ def build_parser() -> OneLineParser:
                         help="also every agent with its update and action path compiled, float32 (minutes: DACER's "
                              "update compiles for about five)")
     ref = sub.choices["reference"]
-    ref.add_argument("--ref", type=Path, required=True, metavar="DIR", help="a checkout of bytedance/FlowRL")
+    ref.add_argument("--ref", type=Path, metavar="DIR", help="a checkout of bytedance/FlowRL (PyTorch, one process)")
+    ref.add_argument("--jax-python", type=Path, metavar="PY", help="a Python with jax for the authors' JAX code "
+                     "(a scratch env outside the repo), run as a worker subprocess")
+    ref.add_argument("--dacer-ref", type=Path, metavar="DIR",
+                     help="a checkout of happy-yan/DACER-Diffusion-with-Online-RL at 848c1f2")
+    ref.add_argument("--sac-flow-ref", type=Path, metavar="DIR", help="a checkout of Elessar123/SAC-FLOW at 3df8b9d")
+    ref.add_argument("--agents", nargs="+", choices=["dacer", "sac_flow_g"],
+                     help="JAX comparisons to run (default: each whose checkout is given)")
+    ref.add_argument("--cpu", type=int, metavar="N",
+                     help="JAX comparisons: the CPU both sides are pinned to (default: the last one allowed)")
     ref.add_argument("--settings", nargs="+", choices=["fp32", "bf16", "compiled", "compiled-networks"],
                      default=["fp32", "bf16"], help="precision/compile settings, each on both sides (default: fp32 "
                      "bf16; compiled: flowrl's whole update, compiled-networks: its network forwards)")
-    ref.add_argument("--rounds", type=int, default=31, help="interleaved timing rounds (default 31)")
+    ref.add_argument("--rounds", type=positive_int, default=31, help="interleaved timing rounds (default 31)")
     learn = sub.choices["learn"]
     learn.add_argument("--gin", action="append", default=[], metavar="FILE",
                        help=f"gin file, repeatable: task, agent, overlay (default: {LEARN_GIN})")
