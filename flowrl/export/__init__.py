@@ -17,7 +17,7 @@ import numpy as np
 
 import flowrl
 from flowrl.build.restore import open_run, restore_agent
-from flowrl.export.formats import LOADS_WITH, SUFFIX, check_out, load, metadata_path, require_packages, write
+from flowrl.export.formats import LOADS_WITH, SUFFIX, check_out, load, metadata_path, require_tools, write
 from flowrl.export.program import Traced, trace
 
 __all__ = ["FORMATS", "LOADS_WITH", "Traced", "export_run", "load", "metadata_path", "trace", "write"]
@@ -43,7 +43,7 @@ def export_run(run_dir: Path, fmt: str, out: Path, checkpoint: str | None = None
     an agent that cannot be exported) is one line and comes before anything is written.
     """
     check_out(out, fmt, force)
-    require_packages(fmt)
+    require_tools(fmt)
     run = open_run(run_dir, checkpoint, device="cpu")
     probe = run.settings.env_fn(num_envs=1, seed=0)
     try:

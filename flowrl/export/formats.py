@@ -26,9 +26,10 @@ LOADS_WITH = {"pt2": "torch.export.load(FILE).module()", "aoti": "torch._inducto
               "onnx": "onnxruntime.InferenceSession(FILE)"}
 ONNX_PACKAGES = ("onnx", "onnxruntime", "onnxscript")
 # AOTInductor's options: matrix-vector products as fused loops, no library call per layer at batch size 1 (as for the
-# compiled action path, flowrl/agents/acting.py). FlowRL at the paper's width: 86 -> 57 us an action; freezing the
-# weights into the graph gained nothing more (docs/export.md).
-AOTI_OPTIONS = {"post_grad_fusion_options": {"decompose_mm_pass": {}}}
+# compiled action path, flowrl/agents/acting.py), and kernels without OpenMP (one thread: the caller's). FlowRL at the
+# paper's width: 86 -> 57 -> 56 us an action, and a quarter less compile time; freezing the weights into the graph
+# gained nothing (docs/export.md).
+AOTI_OPTIONS = {"post_grad_fusion_options": {"decompose_mm_pass": {}}, "cpp.threads": 1}
 
 
 def metadata_path(out: Path) -> Path:
@@ -49,8 +50,17 @@ def check_out(out: Path, fmt: str, force: bool) -> None:
         raise UserError(f"--out '{there[0]}' exists; fix: pass --force to replace it, or name another file")
 
 
-def require_packages(fmt: str) -> None:
-    """One line naming the ``export`` extra when ``fmt`` needs a package that is not installed (ONNX's three)."""
+def require_tools(fmt: str) -> None:
+    """One line when ``fmt`` needs what is not installed: ONNX's three packages (the ``export`` extra), AOTInductor's
+    C++ compiler."""
+    if fmt == "aoti":
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        try:
+            get_cpp_compiler()
+        except Exception as e:  # noqa: BLE001 (inductor's InvalidCxxCompiler, or an OSError probing one)
+            raise MissingDependencyError(f"--format aoti compiles C++, and no compiler was found ({_first(e)}); fix: "
+                                         "install g++ (or set CXX), or export --format pt2") from None
     if fmt != "onnx":
         return
     for name in ONNX_PACKAGES:
@@ -94,6 +104,10 @@ def _quiet() -> Iterator[None]:
             yield
     finally:
         logger.setLevel(level)
+
+
+def _first(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
 
 
 WRITERS: dict[str, Callable[[Traced, Path], None]] = {"pt2": write_pt2, "aoti": write_aoti, "onnx": write_onnx}

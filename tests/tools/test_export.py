@@ -1,7 +1,7 @@
 """tools/export.py: every agent's evaluation policy as a pt2, AOTInductor or ONNX file that acts as the eager agent
 does; the README's flowrl-free example reproduces tools/evaluate.py's return; bad input is one line, nothing written.
 
-The agents are the smoke sizes of gin/agents/ (the diffusion agents with 3 denoising steps). AOTInductor compiles C++
+The agents are the smoke sizes of gin/agents/ (the diffusion agents with 3 denoising steps, SAC Flow with 2). AOTInductor compiles C++
 (tens of seconds), so it runs on FlowRL (the end-to-end test) and DACER only.
 """
 
@@ -27,7 +27,10 @@ from flowrl.export import load, trace, write
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENTS = ("flowrl", "qvpo", "dacer", "sac_flow_g", "sac_flow_t", "sac", "td3")
-BINDINGS = {"dacer": ["DiffusionPolicy.num_steps = 3"], "qvpo": ["DiffusionPolicy.num_steps = 3"]}
+# Fewer denoising or flow steps trace the same code in less time.
+BINDINGS = {"dacer": ["DiffusionPolicy.num_steps = 3"], "qvpo": ["DiffusionPolicy.num_steps = 3"],
+            "sac_flow_g": ["NoisyFlowPolicy.num_steps = 2"],
+            "sac_flow_t": ["NoisyFlowPolicy.num_steps = 2", "TransformerVelocity.num_steps = 2"]}
 OBS_DIM, LOW, HIGH = 5, np.array([-2.0, 0.0]), np.array([2.0, 0.5])  # bounds that are not [-1, 1]
 # A tiny FlowRL run on DMC, stepped by plain dm_control (as the README's example steps it); 1000-step episodes.
 RUN = ["--gin", "gin/tasks/dmc/cheetah_run.gin", "--gin", "gin/agents/flowrl.gin", "--gin", "gin/smoke.gin",
@@ -171,10 +174,15 @@ def test_a_run_without_checkpoints_or_a_file_is_one_line(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "file.txt"]
 
 
-def test_a_missing_onnx_package_names_the_extra(run_dir, tmp_path, capsys, monkeypatch):
+def test_a_missing_onnx_package_or_compiler_is_one_line(run_dir, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if not installed
     code, _, err = tool("export", str(run_dir), "--format", "onnx", "--out", str(tmp_path / "p.onnx"), capsys=capsys)
     one_line_error(code, err, "needs onnxscript", "[export]", "pip install")
+    import torch._inductor.config
+
+    monkeypatch.setattr(torch._inductor.config.cpp, "cxx", ("/no/such/g++",))
+    code, _, err = tool("export", str(run_dir), "--format", "aoti", "--out", str(tmp_path / "p.pt2"), capsys=capsys)
+    one_line_error(code, err, "no compiler was found", "fix: install g++")
     assert list(tmp_path.iterdir()) == []
 
 
