@@ -144,8 +144,9 @@ def metadata(traced: Traced, fmt: str, out: Path, about: dict[str, Any]) -> dict
         "networks": traced.networks,
         "noise": {"draws": [list(s) for s in traced.draws],
                   "what": "standard normals, one slice per draw of the policy, in order (row-major); "
-                          "torch.cat([torch.randn(s).flatten() for s in draws]) after torch.manual_seed(seed) "
-                          "reproduces tools/evaluate.py --seed seed; empty: the policy draws nothing (no noise input)"},
+                          "torch.cat([torch.randn(s).flatten() for s in draws]) after torch.manual_seed(seed) gives "
+                          "what tools/evaluate.py --seed seed --episodes batch draws; empty: the policy draws "
+                          "nothing (no noise input)"},
         "torch_version": torch.__version__,
     }
 
@@ -159,7 +160,7 @@ def write(traced: Traced, fmt: str, out: Path, about: dict[str, Any]) -> dict[st
     try:
         WRITERS[fmt](traced, tmp_file)
         check(load(tmp_file, fmt)(*traced.inputs), traced, f"the written {fmt} file")
-        tmp_meta.write_text(json.dumps(info, indent=1) + "\n")
+        tmp_meta.write_text("{\n" + ",\n".join(f" {json.dumps(k)}: {json.dumps(v)}" for k, v in info.items()) + "\n}\n")
         os.replace(tmp_meta, metadata_path(out))
         os.replace(tmp_file, out)
     finally:

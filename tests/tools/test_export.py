@@ -154,6 +154,19 @@ print(json.dumps({"total": float(total), "gaps": [float(g) for g in gaps]}))
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["total"] == pytest.approx(evaluated["return_mean"], rel=1e-5, abs=1e-4)
     assert max(result["gaps"]) < 1e-5
+    # The ONNX file needs neither flowrl nor torch: ONNX Runtime and numpy alone act as the pt2 file does.
+    obs, noise = np.random.default_rng(0).standard_normal((2, 1, 17)).astype(np.float32), np.ones((2, 6), np.float32)
+    np.savez(tmp_path / "inputs.npz", obs=obs, noise=noise)
+    onnx_only = NO_FLOWRL.replace("components=None", "components=None, torch=None") + """
+import numpy as np, onnxruntime
+session, inputs = onnxruntime.InferenceSession("policy.onnx"), np.load("inputs.npz")
+np.save("actions.npy", np.stack([session.run(None, {"obs": o, "noise": n})[0] for o, n in zip(inputs["obs"], inputs["noise"])]))
+"""
+    proc = subprocess.run([sys.executable, "-I", "-c", onnx_only], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    pt2 = load(tmp_path / "policy.pt2", "pt2")
+    np.testing.assert_allclose(np.load(tmp_path / "actions.npy"), [pt2(o, n) for o, n in zip(obs, noise)], atol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------------- bad input
