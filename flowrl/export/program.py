@@ -135,7 +135,7 @@ def trace(agent: Any, obs_dim: int, deterministic: bool, low, high, batch: int =
         raise UserError(f"{name} cannot be exported: it lacks _act(obs, deterministic) or modules() of the agent "
                         "interface; fix: subclass flowrl.agents.base.ActorCritic (flowrl/agents/protocol.py)")
     obs = torch.randn(batch, obs_dim, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad(), Draws() as seen:
+    with torch.random.fork_rng(devices=[]), torch.no_grad(), Draws() as seen:  # the caller's generator untouched
         action = agent._act(obs, deterministic)
     networks = {k: m for k, m in agent.modules().items()
                 if any(id(t) in seen.tensors for t in [*m.parameters(), *m.buffers()])}
