@@ -90,13 +90,15 @@ def test_the_check_finds_a_circle_when_one_is_made(tmp_path):
 
 def test_arrows_point_down_the_layers():
     # components never import flowrl; the run package, config and envs never import the loop, the builder, the
-    # sweeps, the reports or the commands; nothing but the commands imports the commands.
+    # sweeps, the reports or the commands; export builds through the builder, never the loop; nothing but the
+    # commands imports the commands.
     graph = import_graph(modules())
     rules = {"components": ("flowrl",),
              "flowrl.run": ("flowrl.trainer", "flowrl.build", "flowrl.sweep", "flowrl.report", "flowrl.commands"),
              "flowrl.config": ("flowrl.trainer", "flowrl.run", "flowrl.sweep", "flowrl.report", "flowrl.commands"),
              "flowrl.envs": ("flowrl.trainer", "flowrl.build", "flowrl.config", "flowrl.run", "flowrl.commands"),
-             "flowrl.agents": ("flowrl.trainer", "flowrl.build", "flowrl.config", "flowrl.run", "flowrl.commands")}
+             "flowrl.agents": ("flowrl.trainer", "flowrl.build", "flowrl.config", "flowrl.run", "flowrl.commands"),
+             "flowrl.export": ("flowrl.trainer", "flowrl.sweep", "flowrl.report", "flowrl.commands")}
     for module, imported in graph.items():
         for layer, forbidden in rules.items():
             if module == layer or module.startswith(layer + "."):

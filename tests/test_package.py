@@ -75,6 +75,8 @@ def test_the_installed_wheel_runs_the_smoke_config_from_any_folder(venv, tmp_pat
     assert result["env_steps"] == 300 and result["length_mean"] == 1000.0
     sh(bin_ / "flowrl-plot", "smoke", "--out", "curve.png", cwd=tmp_path)
     assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
+    sh(bin_ / "flowrl-export", "smoke", "--format", "pt2", "--out", "policy.pt2", cwd=tmp_path)
+    assert json.loads((tmp_path / "policy.pt2.json").read_text())["env_steps"] == 300
     for command in ("flowrl-sweep", "flowrl-report", "flowrl-bench", "flowrl-convert"):
         assert "usage: " + command in sh(bin_ / command, "--help", cwd=tmp_path).stdout
 

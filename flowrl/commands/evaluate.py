@@ -12,13 +12,14 @@ import json
 import sys
 from pathlib import Path
 
+import torch
+
 from flowrl import config, video
-from flowrl.build import Settings, make_agent, resolve_device
+from flowrl.build.restore import open_run, restore_agent
 from flowrl.cli import OneLineParser, positive_int, prog, run_main
 from flowrl.config.checks import check_device
 from flowrl.evaluation import evaluate
 from flowrl.run import files
-from flowrl.run.checkpoints import latest_checkpoint, load_checkpoint, require
 
 
 def main() -> int:
@@ -29,37 +30,32 @@ def main() -> int:
     p.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None,
                    help="act without exploration noise (FlowRL: from zero noise; SAC: the mean; TD3: no noise); "
                         "default: as the run evaluated (its Trainer.eval_deterministic)")
-    p.add_argument("--seed", type=int, default=12345)
+    p.add_argument("--seed", type=int, default=12345, help="seeds the envs and the policy's noise (torch.manual_seed)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--video", action="store_true", help="also render an episode to RUN/videos/step_<N>.mp4")
     args = p.parse_args()
     check_device(args.device)
 
-    path = (args.run_dir / files.CHECKPOINTS / args.checkpoint if args.checkpoint
-            else latest_checkpoint(args.run_dir))
-    state = load_checkpoint(path)
-    require(state, ("agent", "env_steps"), path)
-    config.parse([str(args.run_dir / files.CONFIG)])
+    # The run's own settings, rebuilt as the runner built them (flowrl.build.restore), on this command's device.
+    run = open_run(args.run_dir, args.checkpoint, args.device)
     if args.video:
         video.check_settings()
-    # The run's own settings, rebuilt as the runner built them (flowrl.build), on this command's device.
-    settings = Settings(device=args.device)
-    env = settings.env_fn(num_envs=args.episodes, seed=args.seed)
-    agent = make_agent(settings, env.obs_dim, env.act_dim, resolve_device(args.device))
-    agent.load_state_dict(state["agent"])
-    deterministic = args.deterministic if args.deterministic is not None else settings.eval_deterministic
-    act = lambda o: agent.act(o, deterministic=deterministic)  # noqa: E731
+    env = run.settings.env_fn(num_envs=args.episodes, seed=args.seed)
     try:
+        agent = restore_agent(run, env.obs_dim, env.act_dim)
+        deterministic = args.deterministic if args.deterministic is not None else run.settings.eval_deterministic
+        act = lambda o: agent.act(o, deterministic=deterministic)  # noqa: E731
+        torch.manual_seed(args.seed)  # the policy's noise, as the runner's evaluations seed it (and tools/export.py's)
         result = evaluate(act, env)
     finally:
         env.close()
     if args.video:
         try:
             frames, fps = video.record(act, video.require_task(config.task()), args.seed)
-            result["video"] = str(video.write_mp4(files.video_path(args.run_dir, state["env_steps"]), frames, fps))
+            result["video"] = str(video.write_mp4(files.video_path(args.run_dir, run.env_steps), frames, fps))
         except video.VideoUnavailable as e:
             print(f"note: {e}; no video written", file=sys.stderr)
-    print(json.dumps({"checkpoint": str(path), "env_steps": state["env_steps"], "episodes": args.episodes,
+    print(json.dumps({"checkpoint": str(run.checkpoint), "env_steps": run.env_steps, "episodes": args.episodes,
                       "deterministic": deterministic, **result}))
     return 0
 

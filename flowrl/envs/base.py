@@ -6,7 +6,9 @@ reward 0 and ``valid = False``. A row with ``valid = False`` is not a transition
 buffer stores it only as the final observation of the previous row (see ``components.buffers``).
 
 Shapes: ``N = num_envs``; observations ``(N, obs_dim)`` float32; actions ``(N, act_dim)`` in [-1, 1] (adapters map
-them to the environment's bounds); reward, terminated, truncated, valid ``(N,)``.
+them to the environment's bounds with :func:`scale_action`, and say so with ``low`` and ``high`` ``(act_dim,)``
+float64; an adapter without them hands its env the [-1, 1] action, as the toy tasks do); reward, terminated,
+truncated, valid ``(N,)``.
 """
 
 from __future__ import annotations

@@ -75,7 +75,7 @@ class GymVecEnv:
         if not (isinstance(space, Box) and np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high))):
             self._env.close()
             raise UserError(f"GymVecEnv needs a bounded Box action space, got {space}")
-        self._low, self._high = space.low.astype(np.float64), space.high.astype(np.float64)
+        self.low, self.high = space.low.astype(np.float64), space.high.astype(np.float64)
         self._action_dtype = space.dtype
         self.num_envs, self.seed = num_envs, seed
         self.obs_dim = int(np.prod(self._env.single_observation_space.shape))
@@ -93,7 +93,7 @@ class GymVecEnv:
     def step(self, action: np.ndarray) -> Step:
         """Step with ``action (N, act_dim)`` in [-1, 1] (mapped to the env's bounds); see :class:`Step`."""
         action = np.asarray(action).reshape(self.num_envs, self.act_dim)
-        scaled = scale_action(action, self._low, self._high).astype(self._action_dtype)
+        scaled = scale_action(action, self.low, self.high).astype(self._action_dtype)
         valid = self._autoreset.valid()
         obs, reward, terminated, truncated, info = self._env.step(scaled)
         terminated, truncated = np.asarray(terminated, bool), np.asarray(truncated, bool)

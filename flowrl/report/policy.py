@@ -19,12 +19,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from flowrl import config
-from flowrl.build import Settings, make_agent, resolve_device
+from flowrl.build import Settings
+from flowrl.build.restore import open_run, restore_agent
 from flowrl.errors import UserError
 from flowrl.evaluation import episodes, note_modes
-from flowrl.run import files
-from flowrl.run.checkpoints import latest_checkpoint, load_checkpoint, require
 
 
 @dataclass
@@ -40,19 +38,13 @@ class Loaded:
 
 def load(run_dir: Path, checkpoint: str | None = None) -> Loaded:
     """The agent of ``run_dir`` at ``checkpoint`` (a file name in ``RUN/checkpoints``; None: the newest), on the CPU."""
-    run_dir = Path(run_dir)
-    path = run_dir / files.CHECKPOINTS / checkpoint if checkpoint else latest_checkpoint(run_dir)
-    state = load_checkpoint(path)
-    require(state, ("agent", "env_steps"), path)
-    config.parse([str(run_dir / files.CONFIG)])
-    settings = Settings(device="cpu")
-    probe = settings.env_fn(num_envs=1, seed=0)
+    run = open_run(run_dir, checkpoint, device="cpu")
+    probe = run.settings.env_fn(num_envs=1, seed=0)
     try:
-        agent = make_agent(settings, probe.obs_dim, probe.act_dim, resolve_device("cpu"))
+        agent = restore_agent(run, probe.obs_dim, probe.act_dim)
     finally:
         probe.close()
-    agent.load_state_dict(state["agent"])
-    return Loaded(agent, settings, int(state["env_steps"]), path, config.task() or run_dir.name)
+    return Loaded(agent, run.settings, run.env_steps, run.checkpoint, run.task or Path(run_dir).name)
 
 
 def parse_states(text: str, obs_dim: int) -> np.ndarray:
