@@ -49,6 +49,7 @@ class Trainer:
         self.env, self.obs_dim, self.act_dim = parts.env, parts.obs_dim, parts.act_dim
         self.agent, self.buffer, self.hooks = parts.agent, parts.buffer, list(parts.hooks)
         self.bf16_autocast, self.compiled = parts.bf16_autocast, parts.compiled
+        self.compiled_act = parts.compiled_act
         self.rng = np.random.default_rng(self.seed)
         self.env_steps, self.segment, self.update_debt = 0, 0, 0.0
         self.window: dict[str, list[float]] = {}

@@ -98,7 +98,8 @@ def main() -> int:
             print(f"resuming {run_dir} from {checkpoint.name} (env step {trainer.env_steps:,})", file=sys.stderr)
         folder.write_config(config.operative())
         folder.log_command([sys.executable, *sys.argv])
-        provenance.append(run_dir, provenance.record(trainer.device, trainer.bf16_autocast, trainer.compiled))
+        provenance.append(run_dir, provenance.record(trainer.device, trainer.bf16_autocast, trainer.compiled,
+                                                        trainer.compiled_act))
         resume = f"{invocation('run')} --resume {shlex.quote(str(run_dir))}"
         if trainer.env_steps >= trainer.total_steps:
             print(f"nothing to do: {run_dir} already finished ({trainer.env_steps:,} env steps of Trainer.total_steps"

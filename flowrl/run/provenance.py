@@ -50,12 +50,14 @@ def _version(package: str) -> str | None:
         return None
 
 
-def record(device: torch.device, amp: bool, compiled: bool) -> dict:
-    """This process's provenance: a JSON-able dict."""
+def record(device: torch.device, amp: bool, compiled: bool | str, compiled_act: bool = False) -> dict:
+    """This process's provenance: a JSON-able dict (``compiled``: the update's mode; ``compiled_act``: whether the
+    action path is compiled)."""
     return {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": socket.gethostname(), **code_version(),
             "python": platform.python_version(), "packages": {p: _version(p) for p in _PACKAGES},
             "device": str(device), "cuda": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-            "threads": torch.get_num_threads(), "bf16_autocast": amp, "compiled": compiled}
+            "threads": torch.get_num_threads(), "bf16_autocast": amp, "compiled": compiled,
+            "compiled_act": compiled_act}
 
 
 def append(run_dir: Path, entry: dict) -> None:
