@@ -165,6 +165,7 @@ def test_wandb_offline_run_survives_the_resume_without_a_step_twice(resumed):
     assert steps[0] == [300, 400, 600] and steps[1] == [800, 900]  # 400 and 600 were sent by the first process
     assert configs[0]["make_env.task"] == "dmc/cheetah-run" and configs[1]["Trainer.total_steps"] == 900
     assert configs[1]["provenance"]["packages"]["torch"] and configs[1]["Trainer.wandb"] is True
+    assert configs[1]["provenance"]["compiled_act"] is False  # a 900-step run acts eagerly under "auto"
     assert len(media) == 3  # the videos at 300 and 600 (first process) and 900 (second)
 
 
