@@ -33,12 +33,14 @@ AUTO_MIN_STEPS = 100_000
 CHOICES = (True, False, "auto")
 
 
-def act_choice(value: bool | str, device: torch.device, total_steps: int) -> bool:
-    """``Trainer.compile_act`` resolved: True, False, or ``'auto'`` (see :data:`AUTO_DEVICES`)."""
+def act_choice(value: bool | str, device: torch.device, total_steps: int, agent=None) -> bool:
+    """``Trainer.compile_act`` resolved: True, False, or ``'auto'`` (see :data:`AUTO_DEVICES`), which also leaves
+    alone an ``agent`` without an eager action path to compile (``_act``: a custom agent of the bare protocol)."""
     if value not in CHOICES or isinstance(value, int) and not isinstance(value, bool):
         raise UserError(f"Trainer.compile_act = {value!r} is not a choice; fix: bind True, False or 'auto'")
     if value == "auto":
-        return device.type in AUTO_DEVICES and total_steps >= AUTO_MIN_STEPS
+        return (device.type in AUTO_DEVICES and total_steps >= AUTO_MIN_STEPS
+                and (agent is None or hasattr(agent, "_act")))
     return bool(value)
 
 

@@ -98,7 +98,7 @@ def build(settings: Settings | None = None, machine: Machine = Machine(), video_
     compiled = compile_mode(s.compile)
     agent = make_agent(s, env.obs_dim, env.act_dim, device, torch.bfloat16 if bf16 else None)
     compile_agent(agent, compiled)
-    acting = act_choice(s.compile_act, device, s.total_steps)
+    acting = act_choice(s.compile_act, device, s.total_steps, agent)
     if acting:
         compile_act(agent)
     buffer = s.buffer(env.obs_dim, env.act_dim, num_envs=s.num_envs, device=device, seed=s.seed)

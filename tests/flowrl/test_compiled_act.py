@@ -83,6 +83,7 @@ def test_auto_compiles_long_cpu_runs_only():
     assert act_choice("auto", cpu, AUTO_MIN_STEPS) and not act_choice("auto", cpu, AUTO_MIN_STEPS - 1)
     assert not act_choice("auto", cuda, 10 * AUTO_MIN_STEPS)  # not measured on a GPU yet
     assert act_choice(True, cuda, 1) and not act_choice(False, cpu, 10 * AUTO_MIN_STEPS)
+    assert not act_choice("auto", cpu, AUTO_MIN_STEPS, agent=object())  # a bare-protocol agent: nothing to compile
 
 
 @pytest.mark.parametrize("value", ["yes", 1, None])
