@@ -62,16 +62,22 @@ def last_checkpoint(run_dir: Path) -> int:
 
 @pytest.mark.slow
 def test_a_study_prunes_on_ray_survives_a_killed_driver_and_reports(tmp_path):
-    out = tmp_path / "study"
     tiny = [*TINY, "--bind", f"Trainer.total_steps = {LONG}"]
-    trial_dir = [out / "dmc-cartpole-balance" / f"t{i:04d}" / "s0" for i in range(3)]
     has_ray = _has("ray")
 
-    # Two trials on a local Ray instance: the short-episode one is pruned at its first evaluation.
-    first = sweep(*tiny, *STUDY, "--search", "2", "--out", str(out), *(["--ray", "--ray-cpus", "1"] * has_ray))
-    assert first.returncode == 0, first.stderr[-3000:]
-    study = load(out)
-    assert [t.state.name for t in study.trials] == ["COMPLETE", "PRUNED"]
+    # Two trials on a local Ray instance: the short-episode one is pruned at its first evaluation. The driver judges
+    # once a second; at a loaded suite's start (two clean CI runs) the short trial twice ended before its verdict and
+    # was recorded complete, which is what a study should then record. So a study gets three tries, in new folders.
+    for attempt in range(3):
+        out = tmp_path / f"study{attempt}"
+        trial_dir = [out / "dmc-cartpole-balance" / f"t{i:04d}" / "s0" for i in range(3)]
+        first = sweep(*tiny, *STUDY, "--search", "2", "--out", str(out), *(["--ray", "--ray-cpus", "1"] * has_ray))
+        assert first.returncode == 0, first.stderr[-3000:]
+        study = load(out)
+        if [t.state.name for t in study.trials] == ["COMPLETE", "PRUNED"]:
+            break
+    else:
+        pytest.fail(f"no try pruned the short trial: {[t.state.name for t in study.trials]}; {first.stderr[-2000:]}")
     assert [t.params["EnvpoolDMC.max_episode_steps"] for t in study.trials] == [100, 5]
     full, pruned = evals(trial_dir[0]), evals(trial_dir[1])
     # The driver reads a trial's evaluations once a second, so a fast trial may log a second one before it is judged:
