@@ -182,11 +182,10 @@ class RayExecutor(Executor):
         self._refs[self._remote.remote(asdict(trial), self.threads, self.storage)] = (trial, time.monotonic())
 
     def prune(self, trial: Trial) -> None:
-        """Cancel ``trial``'s task: a KeyboardInterrupt there stops its run with SIGTERM (it checkpoints)."""
+        """Nothing to send: the task that waits on ``trial``'s run sees the driver's ``pruned.json`` (in the folder,
+        or the storage) within seconds, stops the run with SIGTERM (it checkpoints) and returns ``pruned``. A
+        ``ray.cancel`` did not always reach the task (seen on a loaded machine: the run went on to its end)."""
         self._pruning.add(trial.id)
-        for ref, (t, _) in self._refs.items():
-            if t.id == trial.id:
-                self.ray.cancel(ref)
 
     def ended(self, timeout: float) -> list[tuple[Trial, Result]]:
         if not self._refs:
@@ -197,7 +196,7 @@ class RayExecutor(Executor):
             trial, start = self._refs.pop(ref)
             try:
                 result = self.ray.get(ref)
-            except Exception as e:  # cancelled by prune, or retries used up (a worker died each time)
+            except Exception as e:  # retries used up (a worker died each time), or a cancel
                 cause = str(e).strip().splitlines()
                 pruned = trial.id in self._pruning
                 result = _ended(trial, "pruned" if pruned else "failed",

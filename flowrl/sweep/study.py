@@ -15,9 +15,9 @@ from flowrl.run.metrics import read_metrics
 from flowrl.sweep.plan import Trial
 from flowrl.sweep.storage import Storage
 from flowrl.sweep.synced import finished_in, read_progress
-from flowrl.sweep.trial import finished, progress
+from flowrl.sweep.trial import PRUNED_FILE, finished, progress
 
-STUDY_DB, STUDY_FILE, PRUNED_FILE, STUDY_NAME = "study.db", "study.json", "pruned.json", "flowrl"
+STUDY_DB, STUDY_FILE, STUDY_NAME = "study.db", "study.json", "flowrl"
 OBJECTIVES = ("final", "auc")
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("median", "asha", "hyperband", "none")

@@ -21,7 +21,8 @@ from pathlib import Path
 
 from flowrl.sweep.plan import Trial
 from flowrl.sweep.storage import Storage, StorageError, checkpoint_steps, node_local_dir
-from flowrl.sweep.trial import LOG_FILE, PID_FILE, Progress, _wait_for_leftover, read_metrics_tail, run_trial
+from flowrl.sweep.trial import (LOG_FILE, PID_FILE, PRUNED_FILE, Progress, _wait_for_leftover, read_metrics_tail,
+                                run_trial)
 from flowrl.run import files
 
 _SKIP = (".lock",)
@@ -119,7 +120,8 @@ class TrialSync:
 def run_synced(trial: Trial, threads: int, store: Storage, every: float = 10.0, poll: float = 1.0,
                leftover_timeout: float = 300.0) -> dict:
     """:func:`~flowrl.sweep.trial.run_trial` in ``trial.run_dir`` (node-local), restored from and mirrored to
-    ``store`` (the trial's storage folder). Same result and :class:`TrialPreempted` as ``run_trial``."""
+    ``store`` (the trial's storage folder); the study's verdict (``pruned.json``) is read there every ``every``
+    seconds. Same result and :class:`TrialPreempted` as ``run_trial``."""
     local = Path(trial.run_dir)
     local.mkdir(parents=True, exist_ok=True)
     _wait_for_leftover(local, leftover_timeout)  # a killed attempt's child on this node may still be writing
@@ -129,16 +131,24 @@ def run_synced(trial: Trial, threads: int, store: Storage, every: float = 10.0, 
     except StorageError as e:
         return {"id": trial.id, "status": "failed", "returncode": None, "error": str(e), "ran": False}
     note(local, said)
-    stop = threading.Event()
+    stop, pruned = threading.Event(), threading.Event()
 
     def mirror():
+        last_read = time.monotonic()
         while not stop.wait(poll):
             sync.push()
+            if time.monotonic() - last_read >= every:
+                last_read = time.monotonic()
+                try:
+                    if store.read_bytes(PRUNED_FILE) is not None:
+                        pruned.set()
+                except StorageError:
+                    pass  # read again next time; the upload reports the storage's failures
 
     thread = threading.Thread(target=mirror, name=f"sync {trial.id}", daemon=True)
     thread.start()
     try:
-        result = run_trial(trial, threads, leftover_timeout)  # TrialPreempted passes on, after the upload
+        result = run_trial(trial, threads, leftover_timeout, pruned.is_set)  # TrialPreempted passes on, after upload
     finally:  # whatever the end, the checkpoint the run wrote last goes up (a preempted run's too)
         stop.set()
         thread.join()

@@ -17,6 +17,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from flowrl.run.checkpoints import list_checkpoints
 from flowrl.config import REPO_ROOT, split_agent
@@ -25,6 +26,9 @@ from flowrl.run import files
 
 PID_FILE = ".sweep.pid"  # "host pid" of the trial's live child; the monitor shows such a trial as running
 LOG_FILE = "sweep.log"  # the child's stdout and stderr, appended over attempts
+# A study's verdict on a trial (its step and value, written by the driver): a run whose folder gets it is stopped
+# with a checkpoint by the process that waits on it, on whatever machine or Ray worker that is.
+PRUNED_FILE = "pruned.json"
 # Exit status of tools/run.py after a signal stopped it with a checkpoint written (128 + SIGINT / SIGTERM); older
 # versions of run.py exited 0 there, which reads the same here because the folder is then not finished.
 _STOPPED = {130, 143}
@@ -155,13 +159,17 @@ def _wait_for_leftover(run_dir: Path, timeout: float) -> None:
         raise TrialPreempted(f"an earlier attempt (pid {pid}) still runs in {run_dir}")
 
 
-def run_trial(trial: Trial, threads: int = 1, leftover_timeout: float = 300.0) -> dict:
+def run_trial(trial: Trial, threads: int = 1, leftover_timeout: float = 300.0,
+              pruned: Callable[[], bool] | None = None) -> dict:
     """Run (or resume) ``trial`` to its end in a child process; returns ``{"id", "status", "returncode", "error"}``.
 
-    ``status`` is ``done`` or ``failed`` (a user error or a non-finite loss: running it again would fail again).
-    Raises :class:`TrialPreempted` when the child was stopped by a signal before the end.
+    ``status`` is ``done``, ``failed`` (a user error or a non-finite loss: running it again would fail again) or
+    ``pruned``: ``pruned()`` (default: the folder has :data:`PRUNED_FILE`), asked four times a second, said the study
+    stopped it, and the run was stopped with a checkpoint. Raises :class:`TrialPreempted` when the child was stopped
+    by a signal before the end.
     """
     run_dir = Path(trial.run_dir)
+    pruned = pruned or (run_dir / PRUNED_FILE).is_file
     if finished(trial):
         return {"id": trial.id, "status": "done", "returncode": 0, "error": "", "ran": False}
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -174,9 +182,12 @@ def run_trial(trial: Trial, threads: int = 1, leftover_timeout: float = 300.0) -
         child = subprocess.Popen(argv, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         (run_dir / PID_FILE).write_text(f"{socket.gethostname()} {child.pid}\n")
         _LIVE[child.pid] = child
+        stopped = False
         try:
             while (code := _wait(child)) is None:
-                pass
+                if not stopped and pruned():
+                    stopped = True  # the study's verdict: let the run write its checkpoint, then it ends pruned
+                    child.send_signal(signal.SIGTERM)
         except BaseException:  # Ctrl-C or a Ray cancel: let the run write its checkpoint, then pass it on
             child.send_signal(signal.SIGTERM)
             child.wait()
@@ -186,6 +197,10 @@ def run_trial(trial: Trial, threads: int = 1, leftover_timeout: float = 300.0) -
             (run_dir / PID_FILE).unlink(missing_ok=True)
     if finished(trial):
         return {"id": trial.id, "status": "done", "returncode": code, "error": "", "ran": True}
+    if stopped:
+        with open(run_dir / LOG_FILE, "a") as log:
+            log.write(f"--- stopped at env step {progress(run_dir).steps}: the study pruned it ({PRUNED_FILE})\n")
+        return {"id": trial.id, "status": "pruned", "returncode": code, "error": "", "ran": True}
     error = _last_error(run_dir / LOG_FILE)
     if code in _STOPPED or code < 0 or code == 0 or "in use by another live run" in error:
         raise TrialPreempted(f"{trial.id} stopped at env step {progress(run_dir).steps} (exit {code})")
@@ -193,9 +208,10 @@ def run_trial(trial: Trial, threads: int = 1, leftover_timeout: float = 300.0) -
 
 
 def _wait(child: subprocess.Popen) -> int | None:
-    # In slices: a Ray cancel raises KeyboardInterrupt only between Python bytecodes, never inside a blocking wait.
+    # In slices: the study's verdict is read between them, and a Ray cancel (Ctrl-C) raises KeyboardInterrupt only
+    # between Python bytecodes, never inside a blocking wait.
     try:
-        return child.wait(timeout=1.0)
+        return child.wait(timeout=0.25)
     except subprocess.TimeoutExpired:
         return None
 

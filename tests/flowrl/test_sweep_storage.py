@@ -2,6 +2,8 @@
 moto server on this machine) and restored from them, a storage that fills up mid-sync, and bad storage in one line."""
 
 import os
+import threading
+import time
 import subprocess
 import uuid
 from pathlib import Path
@@ -202,3 +204,32 @@ def test_a_checkpoint_goes_up_after_the_files_that_say_which_run_it_belongs_to(t
     ckpt = order.index("checkpoints/step_000000100.pt")
     assert {"config.gin", "bindings.json", "command.txt", "provenance.jsonl"} <= set(order[:ckpt])
     assert order.index("metrics.jsonl") > ckpt
+
+
+def test_a_trial_stops_with_a_checkpoint_when_its_storage_gets_the_studys_verdict(tmp_path):
+    """The study's ``pruned.json`` reaches a trial through the storage alone (no signal from the driver, which may be
+    on another machine): the run stops with a checkpoint, before its end, and the trial ends ``pruned``."""
+    from flowrl.sweep.synced import run_synced
+    from flowrl.sweep.trial import PRUNED_FILE, progress
+
+    store = Storage(str(tmp_path / "store")).join("t")
+    local = tmp_path / "node" / "t"
+    total = 3000
+    binds = ["MLPVelocity.hidden = 16", "QEnsemble.hidden = 16", "ValueNetwork.hidden = 16", "Trainer.batch_size = 16",
+             "Trainer.warmup_steps = 100", f"Trainer.total_steps = {total}", "Trainer.checkpoint_every = 100",
+             "Trainer.eval_every = 100", "Trainer.eval_episodes = 1", "EnvpoolDMC.max_episode_steps = 5",
+             "make_env.task = 'dmc/cartpole-balance'"]
+    trial = Trial("dmc/cartpole-balance", "base", 0, str(local), ["gin/flowrl_cheetah_run.gin"], binds, total)
+
+    def judge():  # the driver's verdict, once the run has trained a little
+        deadline = time.monotonic() + 240
+        while progress(local).checkpoint_step < 100 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        store.write_bytes(PRUNED_FILE, b'{"step": 100, "value": 1.0}\n')
+
+    threading.Thread(target=judge, daemon=True).start()
+    result = run_synced(trial, 1, store, every=0.5, poll=0.2)
+    assert result["status"] == "pruned" and result["returncode"] == 143, result
+    step = progress(local).checkpoint_step
+    assert 100 <= step < total and f"checkpoints/step_{step:09d}.pt" in store.files()  # mirrored, not lost
+    assert f"the study pruned it ({PRUNED_FILE})" in (local / LOG_FILE).read_text()
