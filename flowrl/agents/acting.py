@@ -19,12 +19,9 @@ from typing import Callable
 
 import torch
 
-from flowrl.agents.compiled import own_code
+from flowrl.agents.compiled import inductor_options, own_code
 from flowrl.errors import UserError
 
-# Inductor's options for the action path (see the module docstring); ``fallback_random``: the eager path's draws.
-ACT_OPTIONS = {"fallback_random": True, "cpp_wrapper": True,
-               "post_grad_fusion_options": {"decompose_mm_pass": {}}}
 # ``Trainer.compile_act = 'auto'`` compiles on these devices, for runs of at least this many env steps: where every
 # agent's measured saving per action repays its warm-up (BENCHMARKS.md, "Compiled acting"). CUDA is not on it
 # until measured (docs/gpu.md).
@@ -59,7 +56,7 @@ class CompiledAct:
     """
 
     def __init__(self, agent, backend: str = "inductor"):
-        options = {"options": ACT_OPTIONS} if backend == "inductor" else {}
+        options = inductor_options(backend, acting=True)
         name = type(agent).__name__
         self.fns = {}
         for deterministic in (False, True):

@@ -142,14 +142,19 @@ def own_code(fn: Callable, name: str) -> Callable:
     return types.FunctionType(fn.__code__.replace(co_name=name), fn.__globals__, closure=fn.__closure__)
 
 
-def inductor_options(backend: str, cudagraph: bool = False) -> dict:
+def inductor_options(backend: str, cudagraph: bool = False, acting: bool = False) -> dict:
     """``torch.compile``'s keyword arguments for ``backend``: inductor draws its random numbers with ATen's generator
     (``fallback_random``), so a compiled sampler draws what the eager one draws from the same seed, and faster than
     its own in-kernel Philox on CPU (QVPO's update at the toy sizes: 8 ms per noise draw fused with the step, 0.1 ms
-    through ATen); ``cudagraph``: replay as a CUDA graph (``mode='reduce-overhead'``'s setting)."""
+    through ATen); ``cudagraph``: replay as a CUDA graph (``mode='reduce-overhead'``'s setting); ``acting``: the
+    batch-1 action path's two more (:mod:`flowrl.agents.acting`): the C++ wrapper (no Python between kernels) and
+    matrix-vector products as fused loops (``decompose_mm_pass``: no library call per layer)."""
     if backend != "inductor":
         return {"mode": "reduce-overhead"} if cudagraph else {}
-    return {"options": {"fallback_random": True, **({"triton.cudagraphs": True} if cudagraph else {})}}
+    options = {"fallback_random": True, **({"triton.cudagraphs": True} if cudagraph else {})}
+    if acting:
+        options.update({"cpp_wrapper": True, "post_grad_fusion_options": {"decompose_mm_pass": {}}})
+    return {"options": options}
 
 
 def compile_count() -> int:

@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from components.buffers import ReplayBuffer
-from flowrl.agents.acting import ACT_OPTIONS, AUTO_MIN_STEPS, act_choice, compile_act
+from flowrl.agents.acting import AUTO_MIN_STEPS, act_choice, compile_act
+from flowrl.agents.compiled import inductor_options
 from flowrl.agents.compiled import compile_count
 from flowrl.bench import utils as bu
 from flowrl.config import parse
@@ -74,7 +75,7 @@ def test_compiled_act_equals_eager(name):
 
 @pytest.mark.parametrize("name, batches", [("flowrl", (1, 3)), ("dacer", (2,))])
 def test_inductor_act_equals_eager(name, batches):
-    assert ACT_OPTIONS["fallback_random"]  # what makes the draws equal
+    assert inductor_options("inductor", acting=True)["options"]["fallback_random"]  # what makes the draws equal
     _check(name, "inductor", atol=2e-5, batches=batches)
 
 
