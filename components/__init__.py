@@ -1,5 +1,5 @@
 """flowrl's building blocks: velocity networks, ODE integrators, flow, diffusion, Gaussian and deterministic policies,
-best-of-N action selection, an entropy temperature and a sample-based entropy estimate, regularizers, critics (also
+best-of-N action selection, Langevin policies and Q-score matching (QSM), an entropy temperature and a sample-based entropy estimate, regularizers, critics (also
 distributional), buffers; noisy flows with a density, GRU and Transformer velocity networks and BatchRenorm (SAC
 Flow's parts); the policy protocol every policy keeps (``Policy``) and what agents bootstrap from (``td_target``,
 ``target_copy``, ``soft_update``).
@@ -37,6 +37,7 @@ from components.flow_matching import flow_matching_loss
 from components.gmm_entropy import GaussianMixtureEntropy, mixture_entropy_bound
 from components.gaussian_policy import GaussianPolicy
 from components.noisy_flow import NoisyFlowPolicy, StateLogStd, noisy_euler
+from components.langevin import LangevinPolicy, ScoreMLP, langevin_sample, langevin_step_sizes
 from components.integrators import ODESolver, euler_step, heun_step, integrate, midpoint_step, rk4_step
 from components.noise_nets import DACERNoiseMLP, ScaledSinusoidalEmbedding
 from components.policy import FlowPolicy
@@ -49,6 +50,12 @@ from components.regularizers import (
     W2Regularizer,
 )
 from components.samplers import RecentMixSampler, UniformSampler
+from components.score_matching import (
+    action_gradients,
+    linear_schedule,
+    min_member_gradient,
+    q_score_matching_loss,
+)
 from components.selectors import BestOfN, Candidates, best_of_n, q_advantage_weights
 from components.sequence_velocity import GRUVelocity, TransformerVelocity
 from components.targets import soft_update, target_copy, td_target

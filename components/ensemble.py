@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Callable
 
 import gin
 import torch
@@ -90,8 +91,9 @@ class EnsembleFeedForward(nn.Module):
     """A plain MLP batched over ``E`` members: ``[Linear(H) -> act] * depth -> Linear(out)``, no normalisation.
 
     The DIPO / QVPO critic (``depth=3``, Mish). Weights start ``N(0, 1 / (2 sqrt(in)))`` with zero biases, the
-    init those references' ``init_weights`` leaves in place (its truncation loop never writes back).
-    ``(B, in)`` or ``(E, B, in)`` -> ``(E, B, out)``.
+    init those references' ``init_weights`` leaves in place (its truncation loop never writes back); ``init``, a
+    function applied to the whole body in its place (e.g. :func:`~components.noise_nets.truncated_normal_init`,
+    haiku's, for QSM's critic). ``(B, in)`` or ``(E, B, in)`` -> ``(E, B, out)``.
     """
 
     RANGES = {"num_members": COUNT, "hidden": COUNT}
@@ -104,6 +106,7 @@ class EnsembleFeedForward(nn.Module):
         hidden: int = 256,
         depth: int = 3,
         activation: type[nn.Module] = nn.ReLU,
+        init: Callable[[nn.Module], None] | None = None,
     ):
         super().__init__()
         check_arguments(type(self), locals())
@@ -111,6 +114,9 @@ class EnsembleFeedForward(nn.Module):
         self.net = mlp(in_features, out_features, hidden, depth, block=lambda i, o: [linear(i, o), activation()],
                        head=linear)
         self.num_members = num_members
+        if init is not None:
+            init(self.net)
+            return
         for layer in self.net:
             if isinstance(layer, EnsembleLinear):
                 nn.init.normal_(layer.weight, 0.0, 1.0 / (2.0 * math.sqrt(layer.weight.shape[1])))

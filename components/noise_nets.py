@@ -14,16 +14,20 @@ import torch
 from torch import nn
 
 from components.activations import Mish
+from components.ensemble import EnsembleLinear
 from components.mlp import linear_block, mlp
 from components.ranges import COUNT, check_arguments
 
 
+@gin.register
 def truncated_normal_init(module: nn.Module) -> None:
-    """Every ``nn.Linear`` of ``module``: weights ``N(0, 1/in)`` truncated at two standard deviations, zero biases
-    (haiku's ``hk.Linear`` default, the DACER reference's initialisation)."""
+    """Every ``nn.Linear`` and :class:`~components.ensemble.EnsembleLinear` (each member) of ``module``: weights
+    ``N(0, 1/in)`` truncated at two standard deviations, zero biases (haiku's ``hk.Linear`` default, the DACER and
+    QSM references' initialisation)."""
     for m in module.modules():
-        if isinstance(m, nn.Linear):
-            std = 1.0 / math.sqrt(m.in_features)
+        if isinstance(m, (nn.Linear, EnsembleLinear)):
+            fan_in = m.in_features if isinstance(m, nn.Linear) else m.weight.shape[1]
+            std = 1.0 / math.sqrt(fan_in)
             nn.init.trunc_normal_(m.weight, 0.0, std, -2.0 * std, 2.0 * std)
             nn.init.zeros_(m.bias)
 
