@@ -19,6 +19,7 @@ from flowrl.errors import UserError
 ROOT = Path(__file__).resolve().parents[2]
 QVPO = ["gin/tasks/dmc/cheetah_run.gin", "gin/agents/qvpo.gin"]
 FLOWRL = ["gin/flowrl_cheetah_run.gin"]
+QSM = ["gin/tasks/dmc/cheetah_run.gin", "gin/agents/qsm.gin"]
 # The names the config check's old name-keyed table ranged, whichever configurable took them: each configurable
 # that takes one now declares its range itself.
 ONCE_TABLED = {"discount", "target_tau", "expectile", "lr", "critic_lr", "policy_lr", "adam_eps", "max_grad_norm",
@@ -83,6 +84,7 @@ def _hand_built_cases():
     from components.diffusion import DiffusionPolicy, cosine_beta_schedule
     from components.regularizers import W2Regularizer
     from flowrl.agents.flowrl import FlowRLAgent
+    from flowrl.agents.qsm import QSMAgent
     from flowrl.agents.qvpo import QVPOAgent
     from flowrl.build.settings import Settings
 
@@ -91,6 +93,7 @@ def _hand_built_cases():
         (QVPO, "QVPOAgent.train_candidates = 0", lambda: QVPOAgent(3, 2, train_candidates=0)),
         (QVPO, "DiffusionPolicy.num_steps = 0", lambda: DiffusionPolicy(3, 2, num_steps=0)),
         (QVPO, "cosine_beta_schedule.num_steps = 0", lambda: cosine_beta_schedule(0)),
+        (QSM, "QSMAgent.policy_lr_end = 0.0", lambda: QSMAgent(3, 2, policy_lr_end=0.0)),
         (FLOWRL, "FlowRLAgent.expectile = 1.0", lambda: FlowRLAgent(3, 2, expectile=1.0)),
         (FLOWRL, "W2Regularizer.lam = -0.1", lambda: W2Regularizer(lam=-0.1)),
         (FLOWRL, "Trainer.batch_size = 0", lambda: Settings(batch_size=0)),
@@ -98,7 +101,7 @@ def _hand_built_cases():
     ]
 
 
-@pytest.mark.parametrize("case", range(8))
+@pytest.mark.parametrize("case", range(9))
 def test_a_hand_built_component_says_what_the_config_says(case):
     files, binding, build = _hand_built_cases()[case]
     parse([str(ROOT / f) for f in files], [binding])

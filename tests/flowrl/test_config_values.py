@@ -15,6 +15,7 @@ from flowrl.errors import UserError
 ROOT = Path(__file__).resolve().parents[2]
 QVPO = ["gin/tasks/dmc/cheetah_run.gin", "gin/agents/qvpo.gin"]
 FLOWRL = ["gin/flowrl_cheetah_run.gin"]
+QSM = ["gin/tasks/dmc/cheetah_run.gin", "gin/agents/qsm.gin"]
 
 
 @pytest.mark.parametrize("files, binding, message", [
@@ -24,6 +25,9 @@ FLOWRL = ["gin/flowrl_cheetah_run.gin"]
     (QVPO, "QVPOAgent.max_grad_norm = -1.0", r"outside \(0.0, inf\)"),
     (QVPO, "DiffusionPolicy.noise_ratio = -0.5", r"outside \[0.0, inf\)"),
     (QVPO, "DiffusionPolicy.num_steps = 0", r"DiffusionPolicy.num_steps = 0 is outside"),
+    (QSM, "QSMAgent.num_particles = 0", r"QSMAgent.num_particles = 0 is outside \[1, inf\); fix: .*= 32"),
+    (QSM, "QSMAgent.policy_lr_decay_updates = 0", r"outside \[1, inf\); fix: .*= 50000"),
+    (QSM, "LangevinPolicy.num_steps = 0", r"LangevinPolicy.num_steps = 0 is outside \[1, inf\); fix: .*= 20"),
     (FLOWRL, "FlowRLAgent.expectile = 1.0", r"outside \(0.0, 1.0\)"),
     (FLOWRL, "FlowRLAgent.lr = 0.0", r"outside \(0.0, inf\)"),
     (FLOWRL, "W2Regularizer.lam = -0.1", r"outside \[0.0, inf\)"),
