@@ -174,7 +174,7 @@ class DIPOAgent(ActorCritic):
     # ------------------------------------------------------------------------------------------------------ acting
     def _act(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
         """A sample of the online policy's chain, also for evaluation: the reference's deterministic action is the
-        same stochastic chain with a key hashed from the observation (``relax/network/dipo.py:27-29``)."""
+        same stochastic chain with a key hashed from the observation (``relax/network/dipo.py:39-41``)."""
         return self.policy.sample(obs)
 
     # -------------------------------------------------------------------------------------------------- checkpoint
