@@ -19,8 +19,8 @@ from flowrl.build import Settings, compile_agent, make_agent
 from flowrl.bench.tables import table
 from flowrl.config import parse
 
-AGENT_FILES = ("gin/agents/flowrl.gin", "gin/agents/qvpo.gin", "gin/agents/dacer.gin", "gin/agents/sac_flow_g.gin",
-               "gin/agents/sac_flow_t.gin", "gin/agents/sac.gin", "gin/agents/td3.gin")
+AGENT_FILES = ("gin/agents/flowrl.gin", "gin/agents/qvpo.gin", "gin/agents/dacer.gin", "gin/agents/dipo.gin",
+               "gin/agents/sac_flow_g.gin", "gin/agents/sac_flow_t.gin", "gin/agents/sac.gin", "gin/agents/td3.gin")
 
 
 def build(agent_file: str, obs_dim: int, act_dim: int, amp_dtype: torch.dtype | None, overlays=(),

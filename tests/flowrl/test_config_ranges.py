@@ -19,6 +19,7 @@ from flowrl.errors import UserError
 ROOT = Path(__file__).resolve().parents[2]
 QVPO = ["gin/tasks/dmc/cheetah_run.gin", "gin/agents/qvpo.gin"]
 FLOWRL = ["gin/flowrl_cheetah_run.gin"]
+DIPO = ["gin/tasks/dmc/cheetah_run.gin", "gin/agents/dipo.gin"]
 # The names the config check's old name-keyed table ranged, whichever configurable took them: each configurable
 # that takes one now declares its range itself.
 ONCE_TABLED = {"discount", "target_tau", "expectile", "lr", "critic_lr", "policy_lr", "adam_eps", "max_grad_norm",
@@ -84,6 +85,7 @@ def _hand_built_cases():
     from components.regularizers import W2Regularizer
     from flowrl.agents.flowrl import FlowRLAgent
     from flowrl.agents.qvpo import QVPOAgent
+    from components.action_gradient import ActionGradient
     from flowrl.build.settings import Settings
 
     return [
@@ -95,10 +97,11 @@ def _hand_built_cases():
         (FLOWRL, "W2Regularizer.lam = -0.1", lambda: W2Regularizer(lam=-0.1)),
         (FLOWRL, "Trainer.batch_size = 0", lambda: Settings(batch_size=0)),
         (FLOWRL, "ReplayBuffer.capacity = 0", lambda: ReplayBuffer(3, 2, capacity=0)),
+        (DIPO, "ActionGradient.steps = 0", lambda: ActionGradient(steps=0)),
     ]
 
 
-@pytest.mark.parametrize("case", range(8))
+@pytest.mark.parametrize("case", range(9))
 def test_a_hand_built_component_says_what_the_config_says(case):
     files, binding, build = _hand_built_cases()[case]
     parse([str(ROOT / f) for f in files], [binding])

@@ -15,6 +15,7 @@ from flowrl.errors import UserError
 ROOT = Path(__file__).resolve().parents[2]
 QVPO = ["gin/tasks/dmc/cheetah_run.gin", "gin/agents/qvpo.gin"]
 FLOWRL = ["gin/flowrl_cheetah_run.gin"]
+DIPO = ["gin/tasks/dmc/cheetah_run.gin", "gin/agents/dipo.gin"]
 
 
 @pytest.mark.parametrize("files, binding, message", [
@@ -24,6 +25,10 @@ FLOWRL = ["gin/flowrl_cheetah_run.gin"]
     (QVPO, "QVPOAgent.max_grad_norm = -1.0", r"outside \(0.0, inf\)"),
     (QVPO, "DiffusionPolicy.noise_ratio = -0.5", r"outside \[0.0, inf\)"),
     (QVPO, "DiffusionPolicy.num_steps = 0", r"DiffusionPolicy.num_steps = 0 is outside"),
+    (DIPO, "ActionGradient.max_grad_norm = -0.1", r"ActionGradient.max_grad_norm = -0.1 is outside \[0.0, inf\); "
+                                                   r"fix: .*= 0.2"),
+    (DIPO, "DIPOAgent.policy_target_delay = 0", r"outside \[1, inf\)"),
+    (DIPO, "DiffusionBuffer.capacity = 0", r"outside \[1, inf\)"),
     (FLOWRL, "FlowRLAgent.expectile = 1.0", r"outside \(0.0, 1.0\)"),
     (FLOWRL, "FlowRLAgent.lr = 0.0", r"outside \(0.0, inf\)"),
     (FLOWRL, "W2Regularizer.lam = -0.1", r"outside \[0.0, inf\)"),
