@@ -39,8 +39,9 @@ class DiffusionBuffer:
     def __init__(self, obs_dim: int, act_dim: int, capacity: int = 1_000_000, seed: int | None = None):
         check_arguments(type(self), locals())
         self.capacity = capacity
-        self.obs = torch.zeros(capacity, obs_dim, dtype=torch.float32)
-        self.action = torch.zeros(capacity, act_dim, dtype=torch.float32)
+        # Uninitialised: rows are read only once written (a 1M-row buffer costs no memory until it fills).
+        self.obs = torch.empty(capacity, obs_dim, dtype=torch.float32)
+        self.action = torch.empty(capacity, act_dim, dtype=torch.float32)
         seed = int(torch.randint(0, 2**62, (1,)).item()) if seed is None else seed
         self.generator = torch.Generator().manual_seed(seed)
         self.pos = 0  # next row to write
@@ -86,7 +87,6 @@ class DiffusionBuffer:
             raise ValueError(f"DiffusionBuffer: checkpoint has capacity {state['capacity']} and rows of "
                              f"{tuple(state['obs'].shape[1:])}, this buffer {self.capacity} and "
                              f"{tuple(self.obs.shape[1:])}; use the run's own config to resume")
-        self.obs.zero_(), self.action.zero_()
         self.obs[: state["size"]], self.action[: state["size"]] = state["obs"], state["action"]
         self.pos, self.size = int(state["pos"]), int(state["size"])
         self.generator.set_state(state["generator"])
