@@ -1,6 +1,7 @@
 """flowrl's building blocks: velocity networks, ODE integrators, flow, diffusion, Gaussian and deterministic policies,
-best-of-N action selection, Langevin policies and Q-score matching (QSM), an entropy temperature and a sample-based entropy estimate, regularizers, critics (also
-distributional), buffers; noisy flows with a density, GRU and Transformer velocity networks and BatchRenorm (SAC
+best-of-N action selection, Langevin policies and Q-score matching (QSM), an entropy temperature and a sample-based
+entropy estimate, regularizers, critics (also distributional), buffers (also DIPO's diffusion buffer and action
+gradient); noisy flows with a density, GRU and Transformer velocity networks and BatchRenorm (SAC
 Flow's parts); the policy protocol every policy keeps (``Policy``) and what agents bootstrap from (``td_target``,
 ``target_copy``, ``soft_update``).
 
@@ -8,6 +9,7 @@ Depends on torch, einops and gin only, never on ``flowrl``: import any piece int
 Every class and function is registered with gin and works as plain Python without a config.
 """
 
+from components.action_gradient import ActionGradient
 from components.batch_renorm import BatchRenorm, EnsembleBatchRenormMLP
 from components.bounds import ActionBounds
 from components.buffers import Batch, ReplayBuffer
@@ -24,6 +26,7 @@ from components.critics import (
 )
 from components.deterministic_policy import DeterministicPolicy
 from components.distributional import DistributionalCriticLoss, DistributionalQEnsemble, min_mean_target
+from components.diffusion_buffer import DiffusionBuffer
 from components.diffusion import (
     DiffusionPolicy,
     DiffusionSchedule,
@@ -39,7 +42,7 @@ from components.gaussian_policy import GaussianPolicy
 from components.noisy_flow import NoisyFlowPolicy, StateLogStd, noisy_euler
 from components.langevin import LangevinPolicy, ScoreMLP, langevin_sample, langevin_step_sizes
 from components.integrators import ODESolver, euler_step, heun_step, integrate, midpoint_step, rk4_step
-from components.noise_nets import DACERNoiseMLP, ScaledSinusoidalEmbedding
+from components.noise_nets import DACERNoiseMLP, DIPONoiseMLP, ScaledSinusoidalEmbedding
 from components.policy import FlowPolicy
 from components.protocols import Policy
 from components.regularizers import (

@@ -67,14 +67,17 @@ class DiffusionSchedule(nn.Module):
     1 at ``k = 0``), ``sqrt_alphas_cumprod``, ``sqrt_one_minus_alphas_cumprod``, ``sqrt_recip_alphas_cumprod``,
     ``sqrt_recipm1_alphas_cumprod``, ``posterior_variance`` (``beta_k (1 - abar_{k-1}) / (1 - abar_k)``),
     ``posterior_log_variance_clipped`` (log of it, floored at 1e-20), ``posterior_mean_coef1`` and ``_coef2``.
-    They are derived, not learned: not saved in checkpoints.
+    They are derived, not learned: not saved in checkpoints. ``float64``: derive them in float64 and round to float32
+    (the relax references' numpy; ``sqrt(1 / abar - 1)`` near ``abar = 1`` loses ~1e-3 relative in float32).
     """
 
-    def __init__(self, betas: torch.Tensor):
+    def __init__(self, betas: torch.Tensor, float64: bool = False):
         super().__init__()
+        if float64:
+            betas = betas.double()
         alphas = 1.0 - betas
         abar = torch.cumprod(alphas, dim=0)
-        abar_prev = torch.cat([torch.ones(1), abar[:-1]])
+        abar_prev = torch.cat([torch.ones(1, dtype=abar.dtype), abar[:-1]])
         posterior_variance = betas * (1.0 - abar_prev) / (1.0 - abar)
         constants = {
             "betas": betas,
@@ -90,7 +93,7 @@ class DiffusionSchedule(nn.Module):
             "posterior_mean_coef2": (1.0 - abar_prev) * alphas.sqrt() / (1.0 - abar),
         }
         for name, value in constants.items():
-            self.register_buffer(name, value, persistent=False)
+            self.register_buffer(name, value.float(), persistent=False)
 
     @property
     def num_steps(self) -> int:
@@ -170,6 +173,9 @@ class DiffusionPolicy(nn.Module):
             :func:`vp_beta_schedule`.
         noise_ratio: scale of the noise each reverse step adds (1: DDPM; 0: the deterministic mean path).
         action_low, action_high: the action bounds (scalars or ``(act_dim,)``).
+        start_std: the std of the chain's start ``x_{K-1}`` (1: DDPM; the relax DIPO sampler starts at 0.5).
+        float64_schedule: derive the schedule's constants in float64 (the relax references'), else in float32 (the
+            PyTorch references').
 
     Example::
 
@@ -178,7 +184,7 @@ class DiffusionPolicy(nn.Module):
         loss = policy.matching_loss(torch.randn(32, 17), a)      # (32,) denoising losses
     """
 
-    RANGES = {"num_steps": COUNT, "noise_ratio": NON_NEGATIVE}
+    RANGES = {"num_steps": COUNT, "noise_ratio": NON_NEGATIVE, "start_std": NON_NEGATIVE}
 
     def __init__(
         self,
@@ -190,13 +196,15 @@ class DiffusionPolicy(nn.Module):
         noise_ratio: float = 1.0,
         action_low: Union[float, torch.Tensor] = -1.0,
         action_high: Union[float, torch.Tensor] = 1.0,
+        start_std: float = 1.0,
+        float64_schedule: bool = False,
     ):
         super().__init__()
         check_arguments(type(self), locals())
         self.obs_dim, self.act_dim = obs_dim, act_dim
         self.noise_net = noise_net if isinstance(noise_net, nn.Module) else noise_net(obs_dim, act_dim)
-        self.schedule = DiffusionSchedule(schedule(num_steps))
-        self.noise_ratio = noise_ratio
+        self.schedule = DiffusionSchedule(schedule(num_steps), float64_schedule)
+        self.noise_ratio, self.start_std = noise_ratio, start_std
         self.bounds = ActionBounds(act_dim, action_low, action_high)
 
     @property
@@ -239,6 +247,8 @@ class DiffusionPolicy(nn.Module):
         exception: see :class:`~components.protocols.Policy`).
         """
         x = torch.randn(obs.shape[0], self.act_dim, device=obs.device, dtype=obs.dtype)
+        if self.start_std != 1.0:
+            x = x * self.start_std
         x = self.denoise(obs, x)
         if isinstance(noise, torch.Tensor) or (noise is not None and noise != 0.0):
             x = (x + torch.randn_like(x) * noise).clamp(-1.0, 1.0)

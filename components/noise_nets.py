@@ -79,3 +79,31 @@ class DACERNoiseMLP(nn.Module):
         """``k (B,)`` or ``(1,)``: one step for every row, its embedding computed once."""
         time = self.time_mlp(k).expand(x.shape[0], -1)
         return self.net(torch.cat([obs, x, time], dim=-1))
+
+
+@gin.configurable
+class DIPONoiseMLP(nn.Module):
+    """The relax DIPO noise network (``blocks.py`` ``DiffusionPolicyNet``): ``concat[s, x_k, time(k)]`` through
+    ``depth`` blocks of Linear -> activation, then a linear head; ``time`` is the scaled sinusoidal embedding itself,
+    with no layers of its own (:class:`DACERNoiseMLP` passes it through Linear -> activation -> Linear).
+
+    Example::
+
+        eps = DIPONoiseMLP(obs_dim=17, act_dim=6)
+        out = eps(torch.zeros(8, 17), torch.zeros(8, 6), torch.zeros(8, dtype=torch.long))  # (8, 6)
+    """
+
+    RANGES = {"hidden": COUNT}
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int = 256, depth: int = 3, time_dim: int = 32,
+                 activation: type[nn.Module] = nn.ReLU):
+        super().__init__()
+        check_arguments(type(self), locals())
+        self.time_embedding = ScaledSinusoidalEmbedding(time_dim)
+        self.net = mlp(obs_dim + act_dim + time_dim, act_dim, hidden, depth, block=linear_block(activation))
+        truncated_normal_init(self)
+
+    def forward(self, obs: torch.Tensor, x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """``k (B,)`` or ``(1,)``: one step for every row, its embedding computed once."""
+        time = self.time_embedding(k).expand(x.shape[0], -1)
+        return self.net(torch.cat([obs, x, time], dim=-1))

@@ -48,6 +48,7 @@ class Trainer:
         self.wandb, self.thread_note, self.threads = s.wandb, parts.thread_note, parts.threads
         self.env, self.obs_dim, self.act_dim = parts.env, parts.obs_dim, parts.act_dim
         self.agent, self.buffer, self.hooks = parts.agent, parts.buffer, list(parts.hooks)
+        self.observe = getattr(self.agent, "observe", None)
         self.bf16_autocast, self.compiled = parts.bf16_autocast, parts.compiled
         self.compiled_act = parts.compiled_act
         self.rng = np.random.default_rng(self.seed)
@@ -185,6 +186,8 @@ class Trainer:
             action = self.agent.act(obs)
         step = self.env.step(action)
         self.buffer.add(obs, action, step.reward, step.terminated, step.truncated, step.valid)
+        if self.observe is not None:  # an agent that keeps its own copy of the steps (DIPO's diffusion buffer)
+            self.observe(obs, action, step.valid)
         self.env_steps += self.num_envs
         returns += np.where(step.valid, step.reward, 0.0)
         lengths += step.valid

@@ -15,7 +15,9 @@ class Agent(Protocol):
     """``act`` and ``update`` for the loop, ``state_dict`` and ``load_state_dict`` for checkpoints, ``compile`` for
     ``Trainer.compile``, ``num_updates`` for the log. Optional: ``optimizers() -> {name: Optimizer}``, which a resume
     reads to keep the config's optimiser settings (learning rate, betas) over the checkpoint's; without it a resumed
-    agent keeps the checkpoint's. (``ActorCritic`` provides ``optimizers`` and adds ``modules``.)"""
+    agent keeps the checkpoint's. ``observe(obs, action, valid)``: the runner calls it with every step it stores
+    in the replay buffer (DIPO keeps its own copy of the steps' actions). (``ActorCritic`` provides ``optimizers``
+    and adds ``modules``.)"""
 
     num_updates: int
 

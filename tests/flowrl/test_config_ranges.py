@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 QVPO = ["gin/tasks/dmc/cheetah_run.gin", "gin/agents/qvpo.gin"]
 FLOWRL = ["gin/flowrl_cheetah_run.gin"]
 QSM = ["gin/tasks/dmc/cheetah_run.gin", "gin/agents/qsm.gin"]
+DIPO = ["gin/tasks/dmc/cheetah_run.gin", "gin/agents/dipo.gin"]
 # The names the config check's old name-keyed table ranged, whichever configurable took them: each configurable
 # that takes one now declares its range itself.
 ONCE_TABLED = {"discount", "target_tau", "expectile", "lr", "critic_lr", "policy_lr", "adam_eps", "max_grad_norm",
@@ -86,6 +87,7 @@ def _hand_built_cases():
     from flowrl.agents.flowrl import FlowRLAgent
     from flowrl.agents.qsm import QSMAgent
     from flowrl.agents.qvpo import QVPOAgent
+    from components.action_gradient import ActionGradient
     from flowrl.build.settings import Settings
 
     return [
@@ -98,6 +100,7 @@ def _hand_built_cases():
         (FLOWRL, "W2Regularizer.lam = -0.1", lambda: W2Regularizer(lam=-0.1)),
         (FLOWRL, "Trainer.batch_size = 0", lambda: Settings(batch_size=0)),
         (FLOWRL, "ReplayBuffer.capacity = 0", lambda: ReplayBuffer(3, 2, capacity=0)),
+        (DIPO, "ActionGradient.steps = 0", lambda: ActionGradient(steps=0)),
     ]
 
 

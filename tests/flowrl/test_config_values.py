@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 QVPO = ["gin/tasks/dmc/cheetah_run.gin", "gin/agents/qvpo.gin"]
 FLOWRL = ["gin/flowrl_cheetah_run.gin"]
 QSM = ["gin/tasks/dmc/cheetah_run.gin", "gin/agents/qsm.gin"]
+DIPO = ["gin/tasks/dmc/cheetah_run.gin", "gin/agents/dipo.gin"]
 
 
 @pytest.mark.parametrize("files, binding, message", [
@@ -28,6 +29,10 @@ QSM = ["gin/tasks/dmc/cheetah_run.gin", "gin/agents/qsm.gin"]
     (QSM, "QSMAgent.num_particles = 0", r"QSMAgent.num_particles = 0 is outside \[1, inf\); fix: .*= 32"),
     (QSM, "QSMAgent.policy_lr_decay_updates = 0", r"outside \[1, inf\); fix: .*= 50000"),
     (QSM, "LangevinPolicy.num_steps = 0", r"LangevinPolicy.num_steps = 0 is outside \[1, inf\); fix: .*= 20"),
+    (DIPO, "ActionGradient.max_grad_norm = -0.1", r"ActionGradient.max_grad_norm = -0.1 is outside \[0.0, inf\); "
+                                                   r"fix: .*= 0.2"),
+    (DIPO, "DIPOAgent.policy_target_delay = 0", r"outside \[1, inf\)"),
+    (DIPO, "DiffusionBuffer.capacity = 0", r"outside \[1, inf\)"),
     (FLOWRL, "FlowRLAgent.expectile = 1.0", r"outside \(0.0, 1.0\)"),
     (FLOWRL, "FlowRLAgent.lr = 0.0", r"outside \(0.0, inf\)"),
     (FLOWRL, "W2Regularizer.lam = -0.1", r"outside \[0.0, inf\)"),
