@@ -13,6 +13,7 @@ from components import (
     DiffusionPolicy,
     FlowPolicy,
     GaussianPolicy,
+    LangevinPolicy,
     MLPVelocity,
     NoiseMLP,
     NoisyFlowPolicy,
@@ -30,6 +31,7 @@ BUILD = {
     NoisyFlowPolicy: lambda: NoisyFlowPolicy(OBS, ACT, velocity=GRUVelocity(OBS, ACT, hidden=8), num_steps=2),
     GaussianPolicy: lambda: GaussianPolicy(OBS, ACT, hidden=8),
     DeterministicPolicy: lambda: DeterministicPolicy(OBS, ACT, hidden=8),
+    LangevinPolicy: lambda: LangevinPolicy(OBS, ACT, num_steps=3),
 }
 
 
