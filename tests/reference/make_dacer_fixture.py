@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from reference_rows import make_batches  # noqa: E402  (tests/reference, beside this script)
+
 DEFAULT_OUT = Path(__file__).with_name("dacer_fixture.npz")
 
 
@@ -45,25 +47,6 @@ def import_reference(ref: Path):
     import relax.network.dacer as network
 
     return dacer, network
-
-
-def make_batches(num: int, batch: int, obs_dim: int, act_dim: int, seed: int) -> list[dict]:
-    """Rows 0-3 of each batch: terminated, truncated, truncated, ordinary; the rest random. Rewards ~ N(0, 10^2)."""
-    g = np.random.default_rng(seed)
-    out = []
-    for _ in range(num):
-        terminated = (g.random(batch) < 0.15).astype(np.float32)
-        truncated = ((g.random(batch) < 0.15) & (terminated == 0)).astype(np.float32)
-        terminated[:4] = [1, 0, 0, 0]
-        truncated[:4] = [0, 1, 1, 0]
-        out.append({
-            "obs": g.standard_normal((batch, obs_dim)).astype(np.float32),
-            "action": np.tanh(1.5 * g.standard_normal((batch, act_dim))).astype(np.float32),
-            "reward": (10.0 * g.standard_normal(batch)).astype(np.float32),  # large errors: the bound acts
-            "next_obs": g.standard_normal((batch, obs_dim)).astype(np.float32),
-            "terminated": terminated, "truncated": truncated,
-        })  # fmt: skip
-    return out
 
 
 def chain_draws(jax, key, shape: tuple, num_steps: int):

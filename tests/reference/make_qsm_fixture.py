@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from reference_rows import make_batches  # noqa: E402  (tests/reference, beside this script)
+
 DEFAULT_OUT = Path(__file__).with_name("qsm_fixture.npz")
 SCHEDULE_STEPS = (0, 1, 24_999, 25_000, 25_001, 37_500, 74_999, 75_000, 75_001, 200_000)
 
@@ -51,25 +53,6 @@ def import_reference(ref: Path):
     import relax.network.qsm as network
 
     return qsm, network
-
-
-def make_batches(num: int, batch: int, obs_dim: int, act_dim: int, seed: int) -> list[dict]:
-    """Rows 0-3 of each batch: terminated, truncated, truncated, ordinary; the rest random. Rewards ~ N(0, 3^2)."""
-    g = np.random.default_rng(seed)
-    out = []
-    for _ in range(num):
-        terminated = (g.random(batch) < 0.15).astype(np.float32)
-        truncated = ((g.random(batch) < 0.15) & (terminated == 0)).astype(np.float32)
-        terminated[:4] = [1, 0, 0, 0]
-        truncated[:4] = [0, 1, 1, 0]
-        out.append({
-            "obs": g.standard_normal((batch, obs_dim)).astype(np.float32),
-            "action": np.tanh(1.5 * g.standard_normal((batch, act_dim))).astype(np.float32),
-            "reward": (3.0 * g.standard_normal(batch)).astype(np.float32),
-            "next_obs": g.standard_normal((batch, obs_dim)).astype(np.float32),
-            "terminated": terminated, "truncated": truncated,
-        })  # fmt: skip
-    return out
 
 
 def langevin_draws(jax, key, shape: tuple, num_steps: int, num_particles: int):
@@ -140,7 +123,7 @@ def main(argv=None) -> None:
                                          num_particles=args.particles)  # activation: relu (network/qsm.py:70)
     algo = qsm.QSM(net, params, lr=3e-4, lr_schedule_end=3e-5)  # scripts/train_mujoco.py:48-49,120
     out = {f"init/{k}": v for k, v in all_params(algo.state).items()}
-    batches = make_batches(args.updates, args.batch, args.obs, args.act, args.seed + 1)
+    batches = make_batches(args.updates, args.batch, args.obs, args.act, args.seed + 1, reward_std=3.0)
     keys = jax.random.split(jax.random.key(args.seed + 2), args.updates + 2)
     B, A, N = args.batch, args.act, args.particles
     for u, (batch, key) in enumerate(zip(batches, keys)):

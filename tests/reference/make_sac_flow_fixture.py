@@ -37,6 +37,8 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from reference_rows import make_batches  # noqa: E402  (tests/reference, beside this script)
+
 DEFAULT_OUT = Path(__file__).with_name("sac_flow_fixture.npz")
 FILES = {"gru": "SAC_flow_gru_jax.py", "transformer": "SAC_flow_transformer_jax.py"}
 CLASSES = {"gru": ("BatchRenorm", "QNetwork", "VectorCritic", "SinusoidalPosEmb", "Actor", "EntropyCoef", "TrainState"),
@@ -94,22 +96,6 @@ class FedNormal:
         draw = np.clip(self.rng.standard_normal(tuple(shape)), -self.clip, self.clip).astype(self.dtype)
         self.draws.append(draw)
         return self.jnp.asarray(draw)
-
-
-def make_batches(num: int, batch: int, obs_dim: int, act_dim: int, seed: int, dtype) -> list[dict]:
-    """Rows 0-3 of each batch: terminated, truncated, truncated, ordinary; the rest random. Rewards ~ N(0, 3^2)."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(num):
-        terminated = (rng.random(batch) < 0.15).astype(dtype)
-        truncated = ((rng.random(batch) < 0.15) & (terminated == 0)).astype(dtype)
-        terminated[:4], truncated[:4] = [1, 0, 0, 0], [0, 1, 1, 0]
-        out.append({"obs": rng.standard_normal((batch, obs_dim)).astype(dtype),
-                    "action": np.tanh(1.5 * rng.standard_normal((batch, act_dim))).astype(dtype),
-                    "reward": (3.0 * rng.standard_normal(batch)).astype(dtype),
-                    "next_obs": rng.standard_normal((batch, obs_dim)).astype(dtype),
-                    "terminated": terminated, "truncated": truncated})
-    return out
 
 
 def flat(prefix: str, tree) -> dict[str, np.ndarray]:
@@ -172,7 +158,7 @@ def run_variant(variant: str, ref: Path, args) -> dict[str, np.ndarray]:
     fed = FedNormal(jnp, args.seed + 10, args.draw_clip, dtype)
     real_normal = jax.random.normal
     n_updates = 0
-    for k, batch in enumerate(make_batches(args.updates, n, obs_dim, act_dim, args.seed + 1, dtype), start=1):
+    for k, batch in enumerate(make_batches(args.updates, n, obs_dim, act_dim, args.seed + 1, reward_std=3.0, dtype=dtype), start=1):
         p = f"{variant}/u{k}"
         out.update({f"{p}/batch/{name}": v for name, v in batch.items()})
         start = len(fed.draws)

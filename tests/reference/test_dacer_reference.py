@@ -24,6 +24,7 @@ from components import GaussianMixtureEntropy, vp_beta_schedule
 from components.buffers import Batch
 from flowrl.agents.dacer import DACERAgent
 from reference_rows import assert_every_row_kind
+from scripted_draws import ScriptedDraws
 
 pytest.importorskip("sklearn", reason="DACER's entropy estimate needs scikit-learn: pip install 'flowrl-kit[dacer]'")
 
@@ -92,22 +93,6 @@ def draws(fx: dict, u: int, policy_delay: int = 2) -> list[tuple[str, torch.Tens
     if u % policy_delay == 0:
         out += chain(fx, u, "new")
     return out
-
-
-class ScriptedDraws:
-    """``torch.randn`` / ``randn_like`` return the reference's draws in order; a draw of another kind or shape fails."""
-
-    def __init__(self, queue: list[tuple[str, torch.Tensor]], monkeypatch):
-        self.queue = list(queue)
-        monkeypatch.setattr(torch, "randn", lambda *size, **kw: self._next("randn", size))
-        monkeypatch.setattr(torch, "randn_like", lambda t, **kw: self._next("randn_like", (t.shape,)))
-
-    def _next(self, fn: str, size: tuple) -> torch.Tensor:
-        shape = tuple(size[0]) if len(size) == 1 and not isinstance(size[0], int) else tuple(size)
-        assert self.queue, f"flowrl drew more random tensors than the reference ({fn}{shape})"
-        name, value = self.queue.pop(0)
-        assert (name, tuple(value.shape)) == (fn, shape), f"draw {fn}{shape}, reference {name}{tuple(value.shape)}"
-        return value.clone()
 
 
 def replay(fx: dict, monkeypatch, policy_delay: int = 2, **overrides) -> list[tuple[dict, dict, list]]:

@@ -27,6 +27,7 @@ from components.buffers import Batch
 from components.noise_nets import truncated_normal_init
 from flowrl.agents.qsm import QSMAgent
 from reference_rows import assert_every_row_kind
+from scripted_draws import ScriptedDraws
 
 FIXTURE = Path(__file__).with_name("qsm_fixture.npz")
 LOSS_RTOL, PARAM_ATOL, ACTION_ATOL = 1e-5, 1e-6, 1e-5
@@ -83,22 +84,6 @@ def chains(x: torch.Tensor, noise: torch.Tensor) -> list[tuple[str, torch.Tensor
     ``N B`` rows, particle-major (``best_of_n``'s layout): ``randn (N B, A)``, ``randn (T, N B, A)``."""
     n, t, b, a = noise.shape
     return [("randn", x.reshape(n * b, a)), ("randn", noise.transpose(0, 1).reshape(t, n * b, a))]
-
-
-class ScriptedDraws:
-    """``torch.randn`` returns the reference's draws in order; a draw of another shape, or one too many, fails."""
-
-    def __init__(self, queue: list[tuple[str, torch.Tensor]], monkeypatch):
-        self.queue = list(queue)
-        monkeypatch.setattr(torch, "randn", lambda *size, **kw: self._next("randn", size))
-        monkeypatch.setattr(torch, "randn_like", lambda t, **kw: self._next("randn_like", (t.shape,)))
-
-    def _next(self, fn: str, size: tuple) -> torch.Tensor:
-        shape = tuple(size[0]) if len(size) == 1 and not isinstance(size[0], int) else tuple(size)
-        assert self.queue, f"flowrl drew more random tensors than the reference ({fn}{shape})"
-        name, value = self.queue.pop(0)
-        assert (name, tuple(value.shape)) == (fn, shape), f"draw {fn}{shape}, reference {name}{tuple(value.shape)}"
-        return value.clone()
 
 
 def replay(fx: dict, monkeypatch, **overrides) -> list[tuple[dict, dict, torch.Tensor]]:
