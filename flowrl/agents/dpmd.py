@@ -147,7 +147,8 @@ class DPMDAgent(ActorCritic):
 
     def sample(self, policy: nn.Module, obs: torch.Tensor, noise: bool = True) -> torch.Tensor:
         """The best of ``num_particles`` chains of ``policy`` per state under ``min_i Q_i``, plus (``noise``) Gaussian
-        noise of std ``alpha * noise_scale``, not clipped (the reference's ``Diffv2Net.get_action``): ``(B, act_dim)``."""
+        noise of std ``alpha * noise_scale``, not clipped (the reference's ``Diffv2Net.get_action``):
+        ``(B, act_dim)``."""
         with torch.no_grad():
             action = best_of_n(policy.sample, self.critic, obs, self.num_particles, min_aggregate).action
             if noise:
