@@ -37,24 +37,43 @@ def adam(params, lr: float, device: torch.device, eps: float = 1e-8,
     return torch.optim.Adam(params, lr=lr, eps=eps, betas=tuple(betas), **fast)
 
 
-def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, max_grad_norm: float | None = None) -> None:
+def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor,
+                   max_grad_norm: float | None = None) -> list[torch.Tensor]:
     """Clear the gradients, backpropagate ``loss`` into ``optimizer``'s parameters only, optionally clip their global
     2-norm to ``max_grad_norm``, ``step``.
 
     Only the stepped parameters are differentiated (``inputs=``): a loss through a critic costs no critic weight
     gradients, also under ``torch.compile``, where :func:`~components.critics.frozen` cannot toggle flags and the
     step is :func:`flowrl.agents.compiled.compiled_step` (the same arithmetic in a form the compiler traces).
+    Returns the (clipped) gradients, one per stepped parameter, for :func:`optimizer_restep`.
     """
-    params = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
+    params = stepped(optimizer)
     if torch.compiler.is_compiling():
-        compiled_step(optimizer, params, loss, max_grad_norm)
-        return
+        return compiled_step(optimizer, params, loss, max_grad_norm)
     for p in params:
         p.grad = None
     loss.backward(inputs=params)
     if max_grad_norm is not None:
         nn.utils.clip_grad_norm_(params, max_norm=max_grad_norm)
     optimizer.step()
+    return [p.grad for p in params]
+
+
+def optimizer_restep(optimizer: torch.optim.Optimizer, grads: list[torch.Tensor]) -> None:
+    """Another ``step`` of ``optimizer`` on ``grads`` (what :func:`optimizer_step` returned): Adam's moments and
+    counter advance again on the same gradients (the relax DPMD applies each critic gradient twice)."""
+    params = stepped(optimizer)
+    if torch.compiler.is_compiling():
+        compiled_step(optimizer, params, None, None, grads)
+        return
+    for p, g in zip(params, grads):
+        p.grad = g
+    optimizer.step()
+
+
+def stepped(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    """The parameters ``optimizer`` steps (those that require gradients), in its groups' order."""
+    return [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
 
 
 class ActorCritic:

@@ -66,15 +66,24 @@ def init_adam_state(optimizer: torch.optim.Optimizer) -> None:
             state["step"] = state["step"].to(p.device, torch.float32)  # beside the parameter: ``capturable``
 
 
-def compiled_step(optimizer: torch.optim.Optimizer, params: list[torch.Tensor], loss: torch.Tensor,
-                  max_grad_norm: float | None) -> None:
+def compiled_step(optimizer: torch.optim.Optimizer, params: list[torch.Tensor], loss: torch.Tensor | None,
+                  max_grad_norm: float | None, grads: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
     """``optimizer_step`` inside the compiled update: ``autograd.grad``, the global-norm clip (``clip_grad_norm_``'s
-    formula), then Adam's functional step on the optimiser's own state."""
+    formula), then Adam's functional step on the optimiser's own state; returns the gradients. Given ``grads``
+    (``optimizer_restep``), those are stepped on and ``loss`` is unused."""
+    if grads is not None:
+        _functional_adam(optimizer, params, grads)
+        return grads
     grads = list(torch.autograd.grad(loss, params))
     if max_grad_norm is not None:
         norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
         scale = (max_grad_norm / (norm + 1e-6)).clamp(max=1.0)
         grads = [g * scale for g in grads]
+    _functional_adam(optimizer, params, grads)
+    return grads
+
+
+def _functional_adam(optimizer: torch.optim.Optimizer, params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
     start = 0
     with torch.no_grad():
         for group in optimizer.param_groups:
