@@ -36,7 +36,7 @@ import numpy as np
 DEFAULT_OUT = Path(__file__).with_name("dpmd_fixture.npz")
 HEAD_SCALE = 60.0
 sys.path.insert(0, str(Path(__file__).parent))
-from make_dipo_fixture import make_batches  # noqa: E402  (the same batch recipe)
+from reference_rows import make_batches  # noqa: E402  (tests/reference, beside this script)
 
 
 def import_reference(ref: Path):

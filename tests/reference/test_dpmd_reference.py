@@ -24,6 +24,7 @@ from components.activations import Mish
 from components.buffers import Batch
 from flowrl.agents.dpmd import DPMDAgent
 from reference_rows import assert_every_row_kind
+from scripted_draws import ScriptedDraws
 
 FIXTURE = Path(__file__).with_name("dpmd_fixture.npz")
 LOSS_RTOL, PARAM_ATOL, ACTION_ATOL = 1e-5, 1e-5, 1e-5
@@ -89,24 +90,6 @@ def draws(fx: dict, u: int, policy_due: bool) -> list[tuple[str, torch.Tensor]]:
     return out
 
 
-class ScriptedDraws:
-    """``torch.randn`` / ``randn_like`` / ``randint`` return the reference's draws in order; another kind or shape
-    fails."""
-
-    def __init__(self, queue: list[tuple[str, torch.Tensor]], monkeypatch):
-        self.queue = list(queue)
-        monkeypatch.setattr(torch, "randn", lambda *size, **kw: self._next("randn", size))
-        monkeypatch.setattr(torch, "randn_like", lambda t, **kw: self._next("randn_like", (t.shape,)))
-        monkeypatch.setattr(torch, "randint", lambda low, high, size, **kw: self._next("randint", (size,)))
-
-    def _next(self, fn: str, size: tuple) -> torch.Tensor:
-        shape = tuple(size[0]) if len(size) == 1 and not isinstance(size[0], int) else tuple(size)
-        assert self.queue, f"flowrl drew more random tensors than the reference ({fn}{shape})"
-        name, value = self.queue.pop(0)
-        assert (name, tuple(value.shape)) == (fn, shape), f"draw {fn}{shape}, reference {name}{tuple(value.shape)}"
-        return value.clone()
-
-
 def replay(fx: dict, monkeypatch, **overrides) -> list[tuple[dict, dict, torch.Tensor, torch.Tensor]]:
     """flowrl's updates on the fixture: ``[(info, parameters, next actions, running mean and std)]``."""
     agent = make_agent(fx["meta"], **overrides)
@@ -122,7 +105,8 @@ def replay(fx: dict, monkeypatch, **overrides) -> list[tuple[dict, dict, torch.T
         b = {k: fx[f"batch{u}/{k}"] for k in ("obs", "action", "reward", "next_obs", "terminated", "truncated")}
         sampled.clear()
         with monkeypatch.context() as patch:
-            scripted = ScriptedDraws(draws(fx, u, agent._due(agent.policy_delay)), patch)
+            scripted = ScriptedDraws(draws(fx, u, agent._due(agent.policy_delay)), patch,
+                                     kinds=("randn", "randn_like", "randint"))
             info = agent.update(Batch(obs=b["obs"], action=b["action"], reward=b["reward"][:, None],
                                       next_obs=b["next_obs"], terminated=b["terminated"][:, None],
                                       truncated=b["truncated"][:, None]))
