@@ -289,9 +289,12 @@ def test_missing_gin_file_is_a_user_error(tmp_path):
 TINY = ["Trainer.total_steps = 300", "Trainer.warmup_steps = 200", "Trainer.eval_every = 300",
         "Trainer.eval_episodes = 1", "Trainer.checkpoint_every = 300", "Trainer.log_every = 100",
         "Trainer.batch_size = 16", "ReplayBuffer.capacity = 1000", "Trainer.num_threads = 1"]  # fmt: skip
-# DIPO's 100-step chain and 30 action steps cut to 5 each: the same code, a fraction of the time (78 s -> ~15 s).
+# The iterative samplers' chains cut to a few steps (DIPO's 100-step chain and 30 action steps, QVPO's and DACER's
+# 20 steps, QSM's 20 Langevin steps): the same code path from config to run, a fraction of the time (DIPO 78 s ->
+# ~15 s); the chains' lengths are the agent tests' and fixtures' business.
 AGENT_TINY = {"dipo": ["DiffusionPolicy.num_steps = 5", "ActionGradient.steps = 5"],
-              "dpmd": ["DiffusionPolicy.num_steps = 3"]}
+              "dpmd": ["DiffusionPolicy.num_steps = 3"], "qvpo": ["DiffusionPolicy.num_steps = 5"],
+              "dacer": ["DiffusionPolicy.num_steps = 5"], "qsm": ["LangevinPolicy.num_steps = 5"]}
 RUN_TASKS = {"dmc": "gin/tasks/dmc/cheetah_run.gin", "humanoidbench": "gin/tasks/humanoidbench/h1_walk.gin"}
 # DMC episodes are 1,000 steps: 200 makes the final evaluation (and an iterative policy's acting) cheap.
 SHORT_EPISODES = {"dmc": ["EnvpoolDMC.max_episode_steps = 200", "DMControlVecEnv.max_episode_steps = 200"],
