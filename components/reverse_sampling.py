@@ -1,5 +1,5 @@
 """Reverse sampling score matching (SDAC's policy loss, Ma et al., "Efficient Online Reinforcement Learning for
-Diffusion Policy", ICML 2025; the relax code's ``relax/algorithm/sdac.py:124-160``).
+Diffusion Policy", ICML 2025; the relax code's ``relax/algorithm/sdac.py:130-168``).
 
 To fit a diffusion policy to ``pi(a | s) ~ exp(Q(s, a) / alpha)`` without samples of it, noise the policy's own action
 to ``x_k``, draw ``M`` candidate clean actions ``a_j = (x_k - sqrt(1 - abar_k) n_j) / sqrt(abar_k)`` (clipped to
@@ -17,7 +17,7 @@ import torch
 from components.diffusion import DiffusionSchedule
 
 
-@gin.configurable
+@gin.register  # not configurable: a wrapped function breaks a compiled update's graph
 def reverse_sampling_loss(
     noise_net: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
     schedule: DiffusionSchedule,

@@ -35,7 +35,7 @@ from flowrl.agents.base import ActorCritic, Info, adam, optimizer_step, prefixed
 class SDACAgent(ActorCritic):
     """SDAC: diffusion policy ``pi`` (+ Polyak target ``pi'``, which acts), twin critic ``Q`` (+ target), alpha.
 
-    Update ``u`` (counted from 0), as the reference's (``relax/algorithm/sdac.py:84-230``), on ``(s, a, r, s',
+    Update ``u`` (counted from 0), as the reference's (``relax/algorithm/sdac.py:84-243``), on ``(s, a, r, s',
     terminated)``:
 
     1. ``a' = best of num_particles chains of pi(s')`` under ``min_i Q_i`` plus ``N(0, (alpha noise_scale)^2)`` noise
