@@ -52,6 +52,7 @@ from components.regularizers import (
     RegularizerInputs,
     W2Regularizer,
 )
+from components.reverse_sampling import reverse_sampling_loss
 from components.samplers import RecentMixSampler, UniformSampler
 from components.score_matching import (
     action_gradients,
