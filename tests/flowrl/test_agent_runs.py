@@ -13,7 +13,7 @@ from flowrl.config import parse
 from flowrl.run.metrics import read_metrics
 from flowrl.trainer import Trainer, build_trainer
 
-AGENTS = ["sac", "td3", "sac_flow_g", "dacer", "qsm", "dipo", "dpmd"]  # Flow-T differs from Flow-G only in its velocity network
+AGENTS = ["sac", "td3", "sac_flow_g", "dacer", "qsm", "dipo", "dpmd", "idem"]  # Flow-T differs from Flow-G only in its velocity network
 BINDS = ["Trainer.num_threads = 1", "Trainer.warmup_steps = 49", "Trainer.eval_every = 100",
          "Trainer.eval_episodes = 1", "Trainer.checkpoint_every = 100", "Trainer.log_every = 50",
          "Trainer.batch_size = 32", "Trainer.display = False", "make_env.task = 'gym/Humanoid-v5'"]  # fmt: skip
@@ -21,7 +21,8 @@ BINDS = ["Trainer.num_threads = 1", "Trainer.warmup_steps = 49", "Trainer.eval_e
 AGENT_BINDS = {"dacer": ["DiffusionPolicy.num_steps = 5", "DACERAgent.entropy_samples = 20"],
                "qsm": ["LangevinPolicy.num_steps = 5"],  # QSM: 4 chains (gin/smoke.gin) of 5 steps
                "dipo": ["DiffusionPolicy.num_steps = 5", "ActionGradient.steps = 5"],  # DIPO: 100 and 30
-               "dpmd": ["DiffusionPolicy.num_steps = 3"]}
+               "dpmd": ["DiffusionPolicy.num_steps = 3"],
+               "idem": ["DiffusionPolicy.num_steps = 3", "IDEMAgent.num_mc_samples = 4"]}
 # An actor step on the 51st update (an odd count before the checkpoint at 100): a lost update counter would shift
 # every delayed step's phase after a resume.
 

@@ -291,7 +291,8 @@ TINY = ["Trainer.total_steps = 300", "Trainer.warmup_steps = 200", "Trainer.eval
         "Trainer.batch_size = 16", "ReplayBuffer.capacity = 1000", "Trainer.num_threads = 1"]  # fmt: skip
 # DIPO's 100-step chain and 30 action steps cut to 5 each: the same code, a fraction of the time (78 s -> ~15 s).
 AGENT_TINY = {"dipo": ["DiffusionPolicy.num_steps = 5", "ActionGradient.steps = 5"],
-              "dpmd": ["DiffusionPolicy.num_steps = 3"]}
+              "dpmd": ["DiffusionPolicy.num_steps = 3"],
+              "idem": ["DiffusionPolicy.num_steps = 3", "IDEMAgent.num_mc_samples = 4"]}
 RUN_TASKS = {"dmc": "gin/tasks/dmc/cheetah_run.gin", "humanoidbench": "gin/tasks/humanoidbench/h1_walk.gin"}
 # DMC episodes are 1,000 steps: 200 makes the final evaluation (and an iterative policy's acting) cheap.
 SHORT_EPISODES = {"dmc": ["EnvpoolDMC.max_episode_steps = 200", "DMControlVecEnv.max_episode_steps = 200"],
