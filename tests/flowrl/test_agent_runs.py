@@ -13,7 +13,8 @@ from flowrl.config import parse
 from flowrl.run.metrics import read_metrics
 from flowrl.trainer import Trainer, build_trainer
 
-AGENTS = ["sac", "td3", "sac_flow_g", "dacer", "qsm", "dipo", "dpmd", "idem"]  # Flow-T differs from Flow-G only in its velocity network
+# Flow-T differs from Flow-G only in its velocity network
+AGENTS = ["sac", "td3", "sac_flow_g", "dacer", "qsm", "dipo", "dpmd", "idem"]
 BINDS = ["Trainer.num_threads = 1", "Trainer.warmup_steps = 49", "Trainer.eval_every = 100",
          "Trainer.eval_episodes = 1", "Trainer.checkpoint_every = 100", "Trainer.log_every = 50",
          "Trainer.batch_size = 32", "Trainer.display = False", "make_env.task = 'gym/Humanoid-v5'"]  # fmt: skip

@@ -111,8 +111,8 @@ def main(argv=None) -> None:
     params = params._replace(**{name: {m: ({k: v * HEAD_SCALE for k, v in d.items()} if m.endswith("linear_3") else d)
                                        for m, d in getattr(params, name).items()}
                                 for name in ("q1", "q2", "target_q1", "target_q2")})
-    algo = idem.IDEM(net, params, lr=3e-4, alpha_lr=7e-3, delay_alpha_update=250.0,
-                     lr_schedule_end=3e-5)  # scripts/train_mujoco.py:48-51 (a float: type=float),117; the rest idem.py's defaults
+    # scripts/train_mujoco.py:48-51,117 (delay_alpha_update a float there: type=float); the rest idem.py's defaults
+    algo = idem.IDEM(net, params, lr=3e-4, alpha_lr=7e-3, delay_alpha_update=250.0, lr_schedule_end=3e-5)
     out = {f"init/{k}": v for k, v in all_params(algo.state).items()}
     batches = make_batches(args.updates, B, args.obs, A, args.seed + 1)
     keys = jax.random.split(jax.random.key(args.seed + 2), args.updates)
