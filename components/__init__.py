@@ -1,5 +1,5 @@
 """flowrl's building blocks: velocity networks, ODE integrators, flow, diffusion, Gaussian and deterministic policies,
-best-of-N action selection, Langevin policies and Q-score matching (QSM), an entropy temperature and a sample-based
+best-of-N action selection, Langevin policies, Q-score matching (QSM) and IDEM's energy score, an entropy temperature and a sample-based
 entropy estimate, regularizers, critics (also distributional), buffers (also DIPO's diffusion buffer and action
 gradient); noisy flows with a density, GRU and Transformer velocity networks and BatchRenorm (SAC
 Flow's parts); the policy protocol every policy keeps (``Policy``) and what agents bootstrap from (``td_target``,
@@ -36,6 +36,7 @@ from components.diffusion import (
     vp_beta_schedule,
 )
 from components.ensemble import EnsembleFeedForward, EnsembleLayerNorm, EnsembleLinear, EnsembleMLP
+from components.energy_matching import idem_score, noise_matching_loss, score_noise_target
 from components.flow_matching import flow_matching_loss
 from components.gmm_entropy import GaussianMixtureEntropy, mixture_entropy_bound
 from components.gaussian_policy import GaussianPolicy

@@ -3,4 +3,4 @@
 Importing the package registers every agent with gin, so a config can name any of them (``Trainer.agent = @SACAgent``).
 """
 
-from flowrl.agents import dacer, dipo, dpmd, flowrl, qsm, qvpo, sac, sac_flow, sdac, td3  # noqa: F401
+from flowrl.agents import dacer, dipo, dpmd, flowrl, idem, qsm, qvpo, sac, sac_flow, sdac, td3  # noqa: F401

@@ -20,7 +20,7 @@ from flowrl.bench.tables import table
 from flowrl.config import parse
 
 AGENT_FILES = ("gin/agents/flowrl.gin", "gin/agents/qvpo.gin", "gin/agents/dacer.gin", "gin/agents/qsm.gin",
-               "gin/agents/dipo.gin", "gin/agents/dpmd.gin", "gin/agents/sdac.gin",
+               "gin/agents/dipo.gin", "gin/agents/dpmd.gin", "gin/agents/sdac.gin", "gin/agents/idem.gin",
                "gin/agents/sac_flow_g.gin", "gin/agents/sac_flow_t.gin",
                "gin/agents/sac.gin", "gin/agents/td3.gin")
 

@@ -72,7 +72,7 @@ def build_parser() -> OneLineParser:
     agents = sub.choices["agents"]
     agents.add_argument("--agent", action="append", default=[], metavar="FILE",
                         help="agent gin file, repeatable (default: every file in gin/agents/: flowrl, qvpo, dacer, "
-                             "qsm, dipo, dpmd, sdac, sac_flow_g, sac_flow_t, sac, td3)")
+                             "qsm, dipo, dpmd, sdac, idem, sac_flow_g, sac_flow_t, sac, td3)")
     agents.add_argument("--rounds", type=positive_int, default=3, help="interleaved rounds, median reported (default 3)")
     agents.add_argument("--compiled", action="store_true",
                         help="also every agent with its update and action path compiled, float32 (minutes: DACER's "

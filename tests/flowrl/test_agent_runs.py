@@ -13,7 +13,8 @@ from flowrl.config import parse
 from flowrl.run.metrics import read_metrics
 from flowrl.trainer import Trainer, build_trainer
 
-AGENTS = ["sac", "td3", "sac_flow_g", "dacer", "qsm", "dipo", "dpmd", "sdac"]  # Flow-T differs from Flow-G only in its velocity network
+# Flow-T differs from Flow-G only in its velocity network
+AGENTS = ["sac", "td3", "sac_flow_g", "dacer", "qsm", "dipo", "dpmd", "sdac", "idem"]
 BINDS = ["Trainer.num_threads = 1", "Trainer.warmup_steps = 49", "Trainer.eval_every = 100",
          "Trainer.eval_episodes = 1", "Trainer.checkpoint_every = 100", "Trainer.log_every = 50",
          "Trainer.batch_size = 32", "Trainer.display = False", "make_env.task = 'gym/Humanoid-v5'"]  # fmt: skip
@@ -22,7 +23,8 @@ AGENT_BINDS = {"dacer": ["DiffusionPolicy.num_steps = 5", "DACERAgent.entropy_sa
                "qsm": ["LangevinPolicy.num_steps = 5"],  # QSM: 4 chains (gin/smoke.gin) of 5 steps
                "dipo": ["DiffusionPolicy.num_steps = 5", "ActionGradient.steps = 5"],  # DIPO: 100 and 30
                "dpmd": ["DiffusionPolicy.num_steps = 3"],
-               "sdac": ["DiffusionPolicy.num_steps = 3", "SDACAgent.num_samples = 4"]}
+               "sdac": ["DiffusionPolicy.num_steps = 3", "SDACAgent.num_samples = 4"],
+               "idem": ["DiffusionPolicy.num_steps = 3", "IDEMAgent.num_mc_samples = 4"]}
 # An actor step on the 51st update (an odd count before the checkpoint at 100): a lost update counter would shift
 # every delayed step's phase after a resume.
 

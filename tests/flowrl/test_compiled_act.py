@@ -22,13 +22,14 @@ from flowrl.bench import utils as bu
 from flowrl.config import parse
 from flowrl.errors import UserError
 
-AGENTS = ("flowrl", "qvpo", "dacer", "qsm", "dipo", "dpmd", "sdac", "sac_flow_g", "sac_flow_t", "sac", "td3")
+AGENTS = ("flowrl", "qvpo", "dacer", "qsm", "dipo", "dpmd", "sdac", "idem", "sac_flow_g", "sac_flow_t", "sac", "td3")
 OBS_DIM, ACT_DIM = 5, 2
 # The diffusion agents' 20-step chains trace for 10-25 s a graph; 3 steps trace the same code.
 BINDINGS = {"dacer": ["DiffusionPolicy.num_steps = 3"], "qvpo": ["DiffusionPolicy.num_steps = 3"],
             "qsm": ["LangevinPolicy.num_steps = 3"], "dipo": ["DiffusionPolicy.num_steps = 3"],
             "dpmd": ["DiffusionPolicy.num_steps = 3"],
-            "sdac": ["DiffusionPolicy.num_steps = 3"]}
+            "sdac": ["DiffusionPolicy.num_steps = 3"],
+            "idem": ["DiffusionPolicy.num_steps = 3", "IDEMAgent.num_mc_samples = 4"]}
 
 
 def _agent(name: str):

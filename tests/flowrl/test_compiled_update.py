@@ -27,14 +27,15 @@ from flowrl.errors import UserError
 # 4e-4 after 4 updates, as the Transformer's time embedding and the biases ahead of its LayerNorms get gradients near
 # zero, which Adam's step turns into +-lr whatever their rounding.
 AGENTS = {"flowrl": 2, "sac": 1, "td3": 2, "qvpo": 1, "sac_flow_g": 2, "dacer": 12, "qsm": 1, "dipo": 2, "dpmd": 2,
-          "sdac": 2}
+          "sdac": 2, "idem": 2}
 # DACER's 20-step chain, unrolled three times per graph (actor, target, entropy samples), compiles for minutes: the
 # test's chain is 3 steps, which traces the same code.
 BINDINGS = {"dacer": ["DiffusionPolicy.num_steps = 3", "DACERAgent.entropy_samples = 20"],
             "qsm": ["LangevinPolicy.num_steps = 3"],
             "dipo": ["DiffusionPolicy.num_steps = 3", "ActionGradient.steps = 3"],
             "dpmd": ["DiffusionPolicy.num_steps = 3", "DPMDAgent.alpha_delay = 2"],  # alpha with the policy: 2 sides
-            "sdac": ["DiffusionPolicy.num_steps = 3", "SDACAgent.alpha_delay = 2", "SDACAgent.num_samples = 4"]}
+            "sdac": ["DiffusionPolicy.num_steps = 3", "SDACAgent.alpha_delay = 2", "SDACAgent.num_samples = 4"],
+            "idem": ["DiffusionPolicy.num_steps = 3", "IDEMAgent.alpha_delay = 2", "IDEMAgent.num_mc_samples = 4"]}
 RTOL, ATOL = 1e-4, 1e-5  # float32: the compiled step sums and fuses in another order
 
 

@@ -295,7 +295,8 @@ TINY = ["Trainer.total_steps = 300", "Trainer.warmup_steps = 200", "Trainer.eval
 AGENT_TINY = {"dipo": ["DiffusionPolicy.num_steps = 5", "ActionGradient.steps = 5"],
               "dpmd": ["DiffusionPolicy.num_steps = 3"], "qvpo": ["DiffusionPolicy.num_steps = 5"],
               "dacer": ["DiffusionPolicy.num_steps = 5"], "qsm": ["LangevinPolicy.num_steps = 5"],
-              "sdac": ["DiffusionPolicy.num_steps = 3", "SDACAgent.num_samples = 4"]}
+              "sdac": ["DiffusionPolicy.num_steps = 3", "SDACAgent.num_samples = 4"],
+              "idem": ["DiffusionPolicy.num_steps = 3", "IDEMAgent.num_mc_samples = 4"]}
 RUN_TASKS = {"dmc": "gin/tasks/dmc/cheetah_run.gin", "humanoidbench": "gin/tasks/humanoidbench/h1_walk.gin"}
 # DMC episodes are 1,000 steps: 200 makes the final evaluation (and an iterative policy's acting) cheap.
 SHORT_EPISODES = {"dmc": ["EnvpoolDMC.max_episode_steps = 200", "DMControlVecEnv.max_episode_steps = 200"],

@@ -23,7 +23,8 @@ def test_gpu_quick_writes_json_and_markdown_for_every_agent_and_variant(tmp_path
     assert result["device"] == "cpu" and result["quick"] and result["machine"]["torch"]
     rows = {(r["agent"], r["variant"]): r for r in result["rows"]}
     variants = ("fp32", "bf16", "compiled", "compiled + CUDA graph")
-    assert set(rows) == {(a, v) for a in ("flowrl", "qvpo", "dacer", "qsm", "dipo", "dpmd", "sdac", "sac", "td3", "sac_flow_g", "sac_flow_t")
+    assert set(rows) == {(a, v) for a in ("flowrl", "qvpo", "dacer", "qsm", "dipo", "dpmd", "sdac", "idem", "sac", "td3",
+                                          "sac_flow_g", "sac_flow_t")
                          for v in variants}
     assert rows[("flowrl", "compiled + CUDA graph")]["note"] == "needs CUDA"
     for (agent, variant), r in rows.items():

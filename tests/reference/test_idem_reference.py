@@ -1,0 +1,179 @@
+"""flowrl's IDEMAgent against the relax IDEM code (mahaitongdae/diffusion_policy_online_rl), number for number.
+
+``idem_fixture.npz`` was made by ``make_idem_fixture.py`` from the reference at a50cf41 (JAX, haiku, optax; CPU,
+float32), shrunk to obs 5, act 3, widths 16, batch 8, 4 particles, three updates (0: alpha and policy step, 1:
+neither, 2: policy): the reference's initial weights (the critics' heads scaled by 60, so that the logsumexp over
+the 64 reconstructions is a soft maximum), the batches (terminated, truncated and ordinary rows), every random draw,
+the next and new actions, the losses and every parameter after each update. Here flowrl starts from the same weights,
+batches and draws, and must match every loss to 1e-5 relative, every action to 1e-5 and every parameter to 1e-5.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from components import DACERNoiseMLP, DiffusionPolicy, EnsembleFeedForward, QEnsemble, linear_beta_schedule
+from components.activations import Mish
+from components.buffers import Batch
+from flowrl.agents.idem import IDEMAgent
+from reference_rows import assert_every_row_kind
+from scripted_draws import ScriptedDraws
+
+FIXTURE = Path(__file__).with_name("idem_fixture.npz")
+LOSS_RTOL, PARAM_ATOL, ACTION_ATOL = 1e-5, 1e-5, 1e-5
+# The IDEM loss is ill-conditioned in float32: at k near K - 1, x_0 = x_k / sqrt(abar_k) - sqrt(1 / abar_k - 1) eps
+# cancels two terms ~436 times |x_k| (1 / sqrt(abar_19) = 435.7 at scale 0.8), and the score of such a row differs
+# from float64's by ~5e-5 relative in flowrl's float32 (the reference's float32 errs as much, elsewhere): 1e-4.
+ACTOR_RTOL = 1e-4
+POLICY_LAYERS = {"linear": "time_mlp.1", "linear_1": "time_mlp.3", "linear_2": "net.0", "linear_3": "net.2",
+                 "linear_4": "net.4", "linear_5": "net.6"}  # DACERPolicyNet's hk.Linear modules -> DACERNoiseMLP
+CRITIC_LAYERS = {"linear": 0, "linear_1": 2, "linear_2": 4, "linear_3": 6}  # QNet -> body.net
+
+
+@pytest.fixture(scope="module")
+def fixture() -> dict:
+    with np.load(FIXTURE) as data:
+        out = {k: torch.from_numpy(np.array(v)) for k, v in data.items() if k != "meta"}
+        out["meta"] = ast.literal_eval(str(data["meta"]))
+    return out
+
+
+def make_agent(meta: dict, schedule_scale: float = 0.8, start_std: float = 0.5, **overrides) -> IDEMAgent:
+    hidden = meta["hidden"]
+    schedule = functools.partial(linear_beta_schedule, beta_start=schedule_scale * 1e-4,
+                                 beta_end=schedule_scale * 0.999)  # GaussianDiffusion's scale x linspace(1e-4, 0.999)
+    settings = dict(
+        policy=lambda o, a: DiffusionPolicy(o, a, noise_net=functools.partial(DACERNoiseMLP, hidden=hidden),
+                                            num_steps=meta["num_steps"], schedule=schedule, start_std=start_std,
+                                            float64_schedule=True),
+        critic=functools.partial(QEnsemble, num_members=2, hidden=hidden, depth=3,
+                                 body=functools.partial(EnsembleFeedForward, activation=Mish)),
+        num_particles=meta["particles"], num_mc_samples=meta["mc_samples"],
+    )  # every other setting: IDEMAgent's defaults, the reference's
+    settings.update(overrides)
+    return IDEMAgent(meta["obs_dim"], meta["act_dim"], **settings)
+
+
+def mapped(fx: dict, prefix: str) -> dict[str, torch.Tensor]:
+    """The reference's parameters under ``prefix`` (``init``, ``params0``, ...) in flowrl's layout."""
+    out = {}
+    for ours, theirs in (("policy", "policy"), ("policy_target", "target_policy")):
+        for hk_name, idx in POLICY_LAYERS.items():
+            out[f"{ours}/noise_net.{idx}.weight"] = fx[f"{prefix}/{theirs}/dacer_policy_net/{hk_name}/w"].t()
+            out[f"{ours}/noise_net.{idx}.bias"] = fx[f"{prefix}/{theirs}/dacer_policy_net/{hk_name}/b"]
+    for ours, theirs in (("critic", ""), ("critic_target", "target_")):
+        for hk_name, idx in CRITIC_LAYERS.items():
+            w, b = ([fx[f"{prefix}/{theirs}q{m}/q_net/{hk_name}/{p}"] for m in (1, 2)] for p in "wb")
+            out[f"{ours}/body.net.{idx}.weight"] = torch.stack(w)
+            out[f"{ours}/body.net.{idx}.bias"] = torch.stack(b)[:, None, :]
+    out["temperature/log_alpha"] = fx[f"{prefix}/log_alpha"]
+    return out
+
+
+def ours(agent: IDEMAgent) -> dict[str, torch.Tensor]:
+    return {f"{n}/{k}": p for n, m in agent.modules().items() for k, p in m.named_parameters()}
+
+
+def chains(fx: dict, u: int, name: str) -> list[tuple[str, torch.Tensor]]:
+    """One ``sample`` call's draws: the particles' chains as one candidate-major batch (``randn`` start, divided by
+    the sampler's 0.5, one ``randn_like`` per reverse step), then the action noise."""
+    x, steps = fx[f"draws{u}/{name}_x"], fx[f"draws{u}/{name}_steps"]  # (P, B, A), (P, T, B, A)
+    rows = lambda v: v.reshape(-1, v.shape[-1])  # noqa: E731  (P, B, A) -> (P B, A)
+    return [("randn", rows(x) / 0.5), *(("randn_like", rows(steps[:, t])) for t in range(steps.shape[1])),
+            ("randn_like", fx[f"draws{u}/{name}_action_noise"])]
+
+
+def draws(fx: dict, u: int, policy_due: bool) -> list[tuple[str, torch.Tensor]]:
+    """Update ``u``'s draws in flowrl's order: the next actions' chains and noise; when the policy steps, the new
+    actions', the noised steps ``k``, the forward noise and the reconstructions' noise ``(B, M, A)`` (the reference's
+    ``(B M, A)``, row ``b M + m``)."""
+    out = chains(fx, u, "next")
+    if policy_due:
+        batch, act_dim = fx[f"draws{u}/noise1"].shape
+        out += [*chains(fx, u, "new"), ("randint", fx[f"draws{u}/t"].long()), ("randn_like", fx[f"draws{u}/noise1"]),
+                ("randn", fx[f"draws{u}/mc_noise"].reshape(batch, -1, act_dim))]
+    return out
+
+
+def replay(fx: dict, monkeypatch, **overrides) -> list[tuple[dict, dict, list[torch.Tensor]]]:
+    """flowrl's updates on the fixture: ``[(info, parameters, [next actions, new actions])]``."""
+    agent = make_agent(fx["meta"], **overrides)
+    params = ours(agent)
+    with torch.no_grad():
+        for name, value in mapped(fx, "init").items():
+            params[name].copy_(value)
+    sampled: list[torch.Tensor] = []
+    sample = agent.sample
+    agent.sample = lambda *a, **kw: (lambda x: (sampled.append(x.clone()), x)[1])(sample(*a, **kw))
+    results = []
+    for u in range(fx["meta"]["updates"]):
+        b = {k: fx[f"batch{u}/{k}"] for k in ("obs", "action", "reward", "next_obs", "terminated", "truncated")}
+        sampled.clear()
+        with monkeypatch.context() as patch:
+            scripted = ScriptedDraws(draws(fx, u, agent._due(agent.policy_delay)), patch,
+                                     kinds=("randn", "randn_like", "randint"))
+            info = agent.update(Batch(obs=b["obs"], action=b["action"], reward=b["reward"][:, None],
+                                      next_obs=b["next_obs"], terminated=b["terminated"][:, None],
+                                      truncated=b["truncated"][:, None]))
+            assert not scripted.queue, "flowrl drew fewer random tensors than the reference"
+        state = {k: v.detach().clone() for k, v in ours(agent).items()}
+        results.append((info, state, list(sampled)))
+    return results
+
+
+def test_fixture_covers_terminated_truncated_and_ordinary_rows(fixture):
+    assert_every_row_kind([{k: fixture[f"batch{u}/{k}"] for k in ("terminated", "truncated")} for u in range(3)])
+
+
+def test_fixture_steps_alpha_in_update_0_only(fixture):
+    assert fixture["info0/alpha"].item() != pytest.approx(5.0, rel=1e-4)  # alpha stepped in update 0
+    assert fixture["info2/alpha"].item() == fixture["info0/alpha"].item()
+
+
+def compare(fx: dict, monkeypatch, **overrides) -> None:
+    """Replay with ``overrides`` of the reference's settings; assert every loss, action and parameter matches."""
+    for u, (info, state, sampled) in enumerate(replay(fx, monkeypatch, **overrides)):
+        ref = lambda name: fx[f"info{u}/{name}"].item()  # noqa: E731
+        assert info["critic/loss"] == pytest.approx(ref("q1_loss") + ref("q2_loss"), rel=LOSS_RTOL), f"update {u}"
+        assert ("actor/loss" in info) == (u % 2 == 0), f"update {u}: the policy's delay"
+        assert len(sampled) == (2 if u % 2 == 0 else 1), f"update {u}: sampler calls"
+        torch.testing.assert_close(sampled[0], fx[f"out{u}/next_action"], rtol=0, atol=ACTION_ATOL)
+        if u % 2 == 0:
+            assert info["actor/loss"] == pytest.approx(ref("policy_loss"), rel=ACTOR_RTOL), f"update {u}: actor"
+            torch.testing.assert_close(sampled[1], fx[f"out{u}/new_action"], rtol=0, atol=ACTION_ATOL)
+        assert info["alpha/value"] == pytest.approx(ref("alpha"), rel=LOSS_RTOL), f"update {u}: alpha"
+        for name, value in mapped(fx, f"params{u}").items():
+            torch.testing.assert_close(state[name], value, rtol=0, atol=PARAM_ATOL, msg=f"update {u}: {name}")
+
+
+def test_every_loss_action_and_parameter_matches_the_reference(fixture, monkeypatch):
+    torch.set_num_threads(1)
+    compare(fixture, monkeypatch)
+
+
+CHANGED_TERMS = {
+    "discount": dict(discount=0.98),
+    "reward scale": dict(reward_scale=0.25),
+    "target tau": dict(target_tau=0.01),
+    "learning rate": dict(lr=1e-4),
+    "policy delay": dict(policy_delay=3),
+    "alpha delay": dict(alpha_delay=2),
+    "noise scale": dict(noise_scale=0.15),
+    # Adam's first step is +-alpha_lr whatever the gradient's size: this flips the sign of H - target_entropy.
+    "target entropy": dict(target_entropy=3.0),
+    "schedule scale": dict(schedule_scale=0.3),
+    "sampler start": dict(start_std=1.0),
+}
+
+
+@pytest.mark.parametrize("change", list(CHANGED_TERMS))
+def test_a_changed_term_breaks_the_match(fixture, monkeypatch, change):
+    torch.set_num_threads(1)
+    with pytest.raises(AssertionError):
+        compare(fixture, monkeypatch, **CHANGED_TERMS[change])
