@@ -211,6 +211,11 @@ class DiffusionPolicy(nn.Module):
     def num_steps(self) -> int:
         return self.schedule.num_steps
 
+    def predict_noise(self, obs: torch.Tensor, x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """The noise network's ``eps(s, x_k, k)``: ``obs (B, obs_dim)``, ``x (B, act_dim)``, ``k (B,)`` ->
+        ``(B, act_dim)`` (the hook of losses that regress it on their own targets: SDAC's, IDEM's)."""
+        return self.noise_net(obs, x, k)
+
     def q_sample(self, x0: torch.Tensor, k: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Forward noising ``x_k = sqrt(abar_k) x_0 + sqrt(1 - abar_k) noise``: ``(B, act_dim)``."""
         sched = self.schedule

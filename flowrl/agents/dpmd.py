@@ -12,7 +12,6 @@ differs and why.
 
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import gin
@@ -20,14 +19,11 @@ import torch
 from torch import nn
 
 from components.buffers import Batch
-from components.critics import QEnsemble, ensemble_td_loss, min_aggregate
+from components.critics import QEnsemble, min_aggregate
 from components.diffusion import DiffusionPolicy
-from components.ranges import COUNT, COUNT0, NON_NEGATIVE, POSITIVE, UNIT, check_arguments
-from components.score_matching import linear_schedule
-from components.selectors import best_of_n
-from components.targets import soft_update, target_copy, td_target
-from components.temperature import Temperature
-from flowrl.agents.base import ActorCritic, Info, adam, optimizer_restep, optimizer_step, prefixed
+from components.ranges import COUNT, POSITIVE, UNIT, check_arguments
+from flowrl.agents.base import Info, optimizer_restep, optimizer_step, prefixed
+from flowrl.agents.diffv2 import Diffv2Agent, shared
 
 
 def q_weights(q: torch.Tensor, running_mean: torch.Tensor, running_std: torch.Tensor, alpha: torch.Tensor,
@@ -41,7 +37,7 @@ def q_weights(q: torch.Tensor, running_mean: torch.Tensor, running_std: torch.Te
 
 
 @gin.configurable
-class DPMDAgent(ActorCritic):
+class DPMDAgent(Diffv2Agent):
     """DPMD: diffusion policy ``pi`` (+ Polyak target ``pi'``, which acts), twin critic ``Q`` (+ target), alpha.
 
     Update ``u`` (counted from 0), in the reference's order (``relax/algorithm/dpmd.py:84-220``), on ``(s, a, r, s',
@@ -84,10 +80,7 @@ class DPMDAgent(ActorCritic):
         metrics = agent.update(buffer.sample(256))           # {'critic/loss': ..., 'actor/loss': ..., ...}
     """
 
-    RANGES = {"alpha_lr": POSITIVE, "alpha_delay": COUNT, "reward_scale": POSITIVE, "noise_scale": NON_NEGATIVE,
-              "initial_alpha": POSITIVE, "num_particles": COUNT, "critic_steps": COUNT, "policy_lr_end": POSITIVE,
-              "policy_lr_decay_begin": COUNT0, "policy_lr_decay_updates": COUNT, "entropy_scale": POSITIVE,
-              "weight_bound": POSITIVE, "running_rate": UNIT}
+    RANGES = {"critic_steps": COUNT, "weight_bound": POSITIVE, "running_rate": UNIT}
 
     def __init__(
         self,
@@ -118,58 +111,12 @@ class DPMDAgent(ActorCritic):
         amp_dtype: torch.dtype | None = None,
     ):
         check_arguments(type(self), locals())
-        self.device, self.amp_dtype = torch.device(device), amp_dtype
-        self.policy = policy(obs_dim, act_dim).to(self.device)
-        self.policy_target = target_copy(self.policy)
-        self.critic = critic(obs_dim, act_dim).to(self.device)
-        self.critic_target = target_copy(self.critic)
-        target = -0.9 * act_dim if target_entropy is None else target_entropy
-        self.temperature = Temperature(act_dim, target, initial_alpha).to(self.device)
-        self.act_dim, self.discount, self.reward_scale = act_dim, discount, reward_scale
-        self.lr, self.policy_lr_end = lr, policy_lr_end
-        self.policy_lr_decay_begin, self.policy_lr_decay_updates = policy_lr_decay_begin, policy_lr_decay_updates
-        self.target_tau, self.policy_delay, self.alpha_delay = target_tau, policy_delay, alpha_delay
-        self.critic_steps, self.num_particles, self.noise_scale = critic_steps, num_particles, noise_scale
-        self.entropy_scale, self.weight_bound, self.running_rate = entropy_scale, weight_bound, running_rate
+        self._build(**shared(locals()))
+        self.critic_steps, self.weight_bound, self.running_rate = critic_steps, weight_bound, running_rate
         self.running_mean = torch.zeros((), device=self.device)  # of min_i Q_i(s', a'), as the reference starts
         self.running_std = torch.ones((), device=self.device)
-        self.critic_optimizer = adam(self.critic.parameters(), lr, self.device, eps=adam_eps)
-        # A tensor rate, set in place each update: a compiled update reads it as an input, not a constant.
-        self.policy_optimizer = adam(self.policy.parameters(), torch.tensor(lr, device=self.device), self.device,
-                                     eps=adam_eps)
-        self.alpha_optimizer = adam(self.temperature.parameters(), alpha_lr, self.device, eps=adam_eps)
-        self.num_updates = 0
-
-    def policy_lr(self) -> float:
-        """The policy's Adam rate for its step in the update now running (one policy step per ``policy_delay``)."""
-        return linear_schedule(self.num_updates // self.policy_delay, self.lr, self.policy_lr_end,
-                               self.policy_lr_decay_updates, self.policy_lr_decay_begin)
-
-    def sample(self, policy: nn.Module, obs: torch.Tensor, noise: bool = True) -> torch.Tensor:
-        """The best of ``num_particles`` chains of ``policy`` per state under ``min_i Q_i``, plus (``noise``) Gaussian
-        noise of std ``alpha * noise_scale``, not clipped (the reference's ``Diffv2Net.get_action``):
-        ``(B, act_dim)``."""
-        with torch.no_grad():
-            action = best_of_n(policy.sample, self.critic, obs, self.num_particles, min_aggregate).action
-            if noise:
-                action = action + torch.randn_like(action) * (self.temperature.alpha * self.noise_scale)
-            return action
-
-    def entropy(self) -> torch.Tensor:
-        """The entropy of ``N(0, (entropy_scale alpha)^2 I_act_dim)``, alpha's proxy for the policy's: ``()``."""
-        std = self.entropy_scale * self.temperature.alpha
-        return 0.5 * self.act_dim * torch.log(2 * math.pi * math.e * std**2)
 
     # ----------------------------------------------------------------------------------------------------- losses
-    def critic_loss(self, batch: Batch, next_action: torch.Tensor) -> tuple[torch.Tensor, Info]:
-        """``sum_i mean (Q_i(s, a) - y)^2``, ``y = c r + gamma (1 - terminated) min_i Q'_i(s', a')``."""
-        with torch.no_grad():
-            next_q = min_aggregate(self.critic_target(batch.next_obs, next_action))
-            target = td_target(self.reward_scale * batch.reward, batch.terminated, next_q, self.discount)
-        q = self.critic(batch.obs, batch.action)
-        loss = ensemble_td_loss(q, target)
-        return loss, {"loss": loss.detach(), "q": q.detach().mean(), "target": target.mean()}
-
     def actor_loss(self, obs: torch.Tensor, action: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, Info]:
         """The weighted DDPM loss ``mean_b w_b mean_d (eps(s, x_k, k) - noise)^2`` toward ``action (B, act_dim)``;
         ``weights (B, 1)``, detached."""
@@ -187,43 +134,20 @@ class DPMDAgent(ActorCritic):
             q = min_aggregate(self.critic(batch.next_obs, next_action))
             weights = q_weights(q, self.running_mean, self.running_std, self.temperature.alpha, self.weight_bound)
         if policy_due:
-            lr = self.policy_optimizer.param_groups[0]["lr"]
-            lr.fill_(self.policy_lr())
-            loss, actor_info = self.actor_loss(batch.next_obs, next_action, weights)
-            optimizer_step(self.policy_optimizer, loss)
-            info.update(prefixed("actor", actor_info))
-            info["actor/lr"] = lr.detach().clone()
+            info.update(self.policy_step(*self.actor_loss(batch.next_obs, next_action, weights)))
         for _ in range(self.critic_steps - 1):
             optimizer_restep(self.critic_optimizer, grads)
-        if alpha_due:  # the temperature's rule with the noise's entropy in place of -log pi
-            alpha_loss, _ = self.temperature.loss(-self.entropy().reshape(1, 1))
-            optimizer_step(self.alpha_optimizer, alpha_loss)
-            info["alpha/loss"] = alpha_loss.detach()
+        if alpha_due:
+            info.update(self.alpha_step())
         if policy_due:
-            soft_update(self.critic_target, self.critic, self.target_tau)
-            soft_update(self.policy_target, self.policy, self.target_tau)
+            self.targets_step()
         self.running_mean += self.running_rate * (q.mean() - self.running_mean)
         self.running_std += self.running_rate * (q.std(correction=0) - self.running_std)
         info["alpha/value"], info["alpha/entropy"] = self.temperature.alpha, self.entropy()
         info["critic/running_mean"], info["critic/running_std"] = self.running_mean.clone(), self.running_std.clone()
         return info
 
-    # ------------------------------------------------------------------------------------------------------ acting
-    def _act(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
-        """The target policy's best chain (the reference's ``DPMD.get_action`` acts with ``target_poicy``), with
-        alpha's noise while training and none for evaluation, clipped to [-1, 1]."""
-        return self.sample(self.policy_target, obs, noise=not deterministic).clamp(-1.0, 1.0)
-
     # -------------------------------------------------------------------------------------------------- checkpoint
-    uncompiled = ("temperature",)
-
-    def modules(self) -> dict[str, nn.Module]:
-        return {"policy": self.policy, "policy_target": self.policy_target, "critic": self.critic,
-                "critic_target": self.critic_target, "temperature": self.temperature}
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"critic": self.critic_optimizer, "policy": self.policy_optimizer, "alpha": self.alpha_optimizer}
-
     def state_dict(self) -> dict:
         return {**super().state_dict(), "running": torch.stack([self.running_mean, self.running_std]).detach().clone()}
 

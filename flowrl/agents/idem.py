@@ -12,27 +12,22 @@ DPMD's. ``gin/agents/idem.gin`` cites each default; ``docs/idem-differences.md``
 
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import gin
 import torch
 from torch import nn
 
-from components.buffers import Batch
-from components.critics import QEnsemble, ensemble_td_loss, min_aggregate
+from components.critics import QEnsemble, min_aggregate
 from components.diffusion import DiffusionPolicy
 from components.energy_matching import idem_score, noise_matching_loss, score_noise_target
-from components.ranges import COUNT, COUNT0, NON_NEGATIVE, POSITIVE, check_arguments
-from components.score_matching import linear_schedule
-from components.selectors import best_of_n
-from components.targets import soft_update, target_copy, td_target
-from components.temperature import Temperature
-from flowrl.agents.base import ActorCritic, Info, adam, optimizer_step, prefixed
+from components.ranges import COUNT, check_arguments
+from flowrl.agents.base import Info
+from flowrl.agents.diffv2 import Diffv2Agent, shared
 
 
 @gin.configurable
-class IDEMAgent(ActorCritic):
+class IDEMAgent(Diffv2Agent):
     """IDEM: diffusion policy ``pi`` (+ Polyak target ``pi'``, which acts), twin critic ``Q`` (+ target), alpha.
 
     Update ``u`` (counted from 0), in the reference's arithmetic (``relax/algorithm/idem.py:84-233``), on ``(s, a, r,
@@ -72,9 +67,7 @@ class IDEMAgent(ActorCritic):
         metrics = agent.update(buffer.sample(256))           # {'critic/loss': ..., 'actor/loss': ..., ...}
     """
 
-    RANGES = {"alpha_lr": POSITIVE, "alpha_delay": COUNT, "reward_scale": POSITIVE, "noise_scale": NON_NEGATIVE,
-              "initial_alpha": POSITIVE, "num_particles": COUNT, "num_mc_samples": COUNT, "policy_lr_end": POSITIVE,
-              "policy_lr_decay_begin": COUNT0, "policy_lr_decay_updates": COUNT, "entropy_scale": POSITIVE}
+    RANGES = {"num_mc_samples": COUNT}
 
     def __init__(
         self,
@@ -103,56 +96,10 @@ class IDEMAgent(ActorCritic):
         amp_dtype: torch.dtype | None = None,
     ):
         check_arguments(type(self), locals())
-        self.device, self.amp_dtype = torch.device(device), amp_dtype
-        self.policy = policy(obs_dim, act_dim).to(self.device)
-        self.policy_target = target_copy(self.policy)
-        self.critic = critic(obs_dim, act_dim).to(self.device)
-        self.critic_target = target_copy(self.critic)
-        target = -0.9 * act_dim if target_entropy is None else target_entropy
-        self.temperature = Temperature(act_dim, target, initial_alpha).to(self.device)
-        self.act_dim, self.discount, self.reward_scale = act_dim, discount, reward_scale
-        self.lr, self.policy_lr_end = lr, policy_lr_end
-        self.policy_lr_decay_begin, self.policy_lr_decay_updates = policy_lr_decay_begin, policy_lr_decay_updates
-        self.target_tau, self.policy_delay, self.alpha_delay = target_tau, policy_delay, alpha_delay
-        self.num_particles, self.noise_scale, self.num_mc_samples = num_particles, noise_scale, num_mc_samples
-        self.entropy_scale = entropy_scale
-        self.critic_optimizer = adam(self.critic.parameters(), lr, self.device, eps=adam_eps)
-        # A tensor rate, set in place each update: a compiled update reads it as an input, not a constant.
-        self.policy_optimizer = adam(self.policy.parameters(), torch.tensor(lr, device=self.device), self.device,
-                                     eps=adam_eps)
-        self.alpha_optimizer = adam(self.temperature.parameters(), alpha_lr, self.device, eps=adam_eps)
-        self.num_updates = 0
-
-    def policy_lr(self) -> float:
-        """The policy's Adam rate for its step in the update now running (one policy step per ``policy_delay``)."""
-        return linear_schedule(self.num_updates // self.policy_delay, self.lr, self.policy_lr_end,
-                               self.policy_lr_decay_updates, self.policy_lr_decay_begin)
-
-    def sample(self, policy: nn.Module, obs: torch.Tensor, noise: bool = True) -> torch.Tensor:
-        """The best of ``num_particles`` chains of ``policy`` per state under ``min_i Q_i``, plus (``noise``) Gaussian
-        noise of std ``alpha * noise_scale``, not clipped (the reference's ``Diffv2Net.get_action``):
-        ``(B, act_dim)``."""
-        with torch.no_grad():
-            action = best_of_n(policy.sample, self.critic, obs, self.num_particles, min_aggregate).action
-            if noise:
-                action = action + torch.randn_like(action) * (self.temperature.alpha * self.noise_scale)
-            return action
-
-    def entropy(self) -> torch.Tensor:
-        """The entropy of ``N(0, (entropy_scale alpha)^2 I_act_dim)``, alpha's proxy for the policy's: ``()``."""
-        std = self.entropy_scale * self.temperature.alpha
-        return 0.5 * self.act_dim * torch.log(2 * math.pi * math.e * std**2)
+        self._build(**shared(locals()))
+        self.num_mc_samples = num_mc_samples
 
     # ----------------------------------------------------------------------------------------------------- losses
-    def critic_loss(self, batch: Batch, next_action: torch.Tensor) -> tuple[torch.Tensor, Info]:
-        """``sum_i mean (Q_i(s, a) - y)^2``, ``y = c r + gamma (1 - terminated) min_i Q'_i(s', a')``."""
-        with torch.no_grad():
-            next_q = min_aggregate(self.critic_target(batch.next_obs, next_action))
-            target = td_target(self.reward_scale * batch.reward, batch.terminated, next_q, self.discount)
-        q = self.critic(batch.obs, batch.action)
-        loss = ensemble_td_loss(q, target)
-        return loss, {"loss": loss.detach(), "q": q.detach().mean(), "target": target.mean()}
-
     def actor_loss(self, obs: torch.Tensor) -> tuple[torch.Tensor, Info]:
         """IDEM's loss ``mean (eps(s, x_k, k) - target)^2`` at the policy's own noised actions on ``obs (B,
         obs_dim)``; the target noise from :func:`~components.energy_matching.idem_score` through the critic as it is
@@ -167,46 +114,5 @@ class IDEMAgent(ActorCritic):
                                 sched.at("sqrt_recip_alphas_cumprod", k), sched.at("sqrt_recipm1_alphas_cumprod", k),
                                 noise)
         target = score_noise_target(score, sched.at("sqrt_one_minus_alphas_cumprod", k))
-        loss = noise_matching_loss(self.policy.noise_net(obs, x, k), target)
+        loss = noise_matching_loss(self.policy.predict_noise(obs, x, k), target)
         return loss, {"loss": loss.detach(), "score_norm": score.norm(dim=-1).mean(), "logsumexp": lse.mean()}
-
-    # ----------------------------------------------------------------------------------------------------- update
-    def _update(self, batch: Batch) -> Info:
-        policy_due, alpha_due = self._due(self.policy_delay), self._due(self.alpha_delay)
-        next_action = self.sample(self.policy, batch.next_obs)
-        critic_loss, info = self.critic_loss(batch, next_action)
-        info = prefixed("critic", info)
-        if policy_due:  # every read of the critic before its step, as the reference's closures read it
-            actor_loss, actor_info = self.actor_loss(batch.obs)
-        optimizer_step(self.critic_optimizer, critic_loss)
-        if policy_due:
-            lr = self.policy_optimizer.param_groups[0]["lr"]
-            lr.fill_(self.policy_lr())
-            optimizer_step(self.policy_optimizer, actor_loss)
-            info.update(prefixed("actor", actor_info))
-            info["actor/lr"] = lr.detach().clone()
-        if alpha_due:  # the temperature's rule with the noise's entropy in place of -log pi
-            alpha_loss, _ = self.temperature.loss(-self.entropy().reshape(1, 1))
-            optimizer_step(self.alpha_optimizer, alpha_loss)
-            info["alpha/loss"] = alpha_loss.detach()
-        if policy_due:
-            soft_update(self.critic_target, self.critic, self.target_tau)
-            soft_update(self.policy_target, self.policy, self.target_tau)
-        info["alpha/value"], info["alpha/entropy"] = self.temperature.alpha, self.entropy()
-        return info
-
-    # ------------------------------------------------------------------------------------------------------ acting
-    def _act(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
-        """The target policy's best chain (the reference's ``IDEM.get_action`` acts with ``target_poicy``), with
-        alpha's noise while training and none for evaluation, clipped to [-1, 1]."""
-        return self.sample(self.policy_target, obs, noise=not deterministic).clamp(-1.0, 1.0)
-
-    # -------------------------------------------------------------------------------------------------- checkpoint
-    uncompiled = ("temperature",)
-
-    def modules(self) -> dict[str, nn.Module]:
-        return {"policy": self.policy, "policy_target": self.policy_target, "critic": self.critic,
-                "critic_target": self.critic_target, "temperature": self.temperature}
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"critic": self.critic_optimizer, "policy": self.policy_optimizer, "alpha": self.alpha_optimizer}
