@@ -10,12 +10,10 @@ and draws, and must match every loss to 1e-5 relative, every action to 1e-5 and 
 
 from __future__ import annotations
 
-import ast
 import functools
 import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -23,22 +21,17 @@ from components import DACERNoiseMLP, DiffusionPolicy, EnsembleFeedForward, QEns
 from components.activations import Mish
 from components.buffers import Batch
 from flowrl.agents.dpmd import DPMDAgent
+from diffv2_fixture import load_fixture, mapped, ours
 from reference_rows import assert_every_row_kind
 from scripted_draws import ScriptedDraws
 
 FIXTURE = Path(__file__).with_name("dpmd_fixture.npz")
 LOSS_RTOL, PARAM_ATOL, ACTION_ATOL = 1e-5, 1e-5, 1e-5
-POLICY_LAYERS = {"linear": "time_mlp.1", "linear_1": "time_mlp.3", "linear_2": "net.0", "linear_3": "net.2",
-                 "linear_4": "net.4", "linear_5": "net.6"}  # DACERPolicyNet's hk.Linear modules -> DACERNoiseMLP
-CRITIC_LAYERS = {"linear": 0, "linear_1": 2, "linear_2": 4, "linear_3": 6}  # QNet -> body.net
 
 
 @pytest.fixture(scope="module")
 def fixture() -> dict:
-    with np.load(FIXTURE) as data:
-        out = {k: torch.from_numpy(np.array(v)) for k, v in data.items() if k != "meta"}
-        out["meta"] = ast.literal_eval(str(data["meta"]))
-    return out
+    return load_fixture(FIXTURE)
 
 
 def make_agent(meta: dict, schedule_scale: float = 0.8, start_std: float = 0.5, **overrides) -> DPMDAgent:
@@ -55,26 +48,6 @@ def make_agent(meta: dict, schedule_scale: float = 0.8, start_std: float = 0.5, 
     )  # every other setting: DPMDAgent's defaults, the reference's
     settings.update(overrides)
     return DPMDAgent(meta["obs_dim"], meta["act_dim"], **settings)
-
-
-def mapped(fx: dict, prefix: str) -> dict[str, torch.Tensor]:
-    """The reference's parameters under ``prefix`` (``init``, ``params0``, ...) in flowrl's layout."""
-    out = {}
-    for ours, theirs in (("policy", "policy"), ("policy_target", "target_policy")):
-        for hk_name, idx in POLICY_LAYERS.items():
-            out[f"{ours}/noise_net.{idx}.weight"] = fx[f"{prefix}/{theirs}/dacer_policy_net/{hk_name}/w"].t()
-            out[f"{ours}/noise_net.{idx}.bias"] = fx[f"{prefix}/{theirs}/dacer_policy_net/{hk_name}/b"]
-    for ours, theirs in (("critic", ""), ("critic_target", "target_")):
-        for hk_name, idx in CRITIC_LAYERS.items():
-            w, b = ([fx[f"{prefix}/{theirs}q{m}/q_net/{hk_name}/{p}"] for m in (1, 2)] for p in "wb")
-            out[f"{ours}/body.net.{idx}.weight"] = torch.stack(w)
-            out[f"{ours}/body.net.{idx}.bias"] = torch.stack(b)[:, None, :]
-    out["temperature/log_alpha"] = fx[f"{prefix}/log_alpha"]
-    return out
-
-
-def ours(agent: DPMDAgent) -> dict[str, torch.Tensor]:
-    return {f"{n}/{k}": p for n, m in agent.modules().items() for k, p in m.named_parameters()}
 
 
 def draws(fx: dict, u: int, policy_due: bool) -> list[tuple[str, torch.Tensor]]:
