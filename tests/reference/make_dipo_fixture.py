@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from reference_rows import make_batches  # noqa: E402  (tests/reference, beside this script)
+from relax_reference import flat  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).with_name("dipo_fixture.npz")
 
@@ -47,10 +48,6 @@ def import_reference(ref: Path):
     from relax.utils.experience import Experience, ObsActionPair
 
     return dipo, network, TreeBuffer, Experience, ObsActionPair
-
-
-def flat(params, prefix: str) -> dict[str, np.ndarray]:
-    return {f"{prefix}/{m}/{k}": np.asarray(v) for m, d in params.items() for k, v in d.items()}
 
 
 def all_params(state) -> dict[str, np.ndarray]:

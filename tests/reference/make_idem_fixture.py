@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -38,22 +37,7 @@ HEAD_SCALE = 60.0
 MC = 64  # reverse_mc_num, relax/algorithm/idem.py:153
 sys.path.insert(0, str(Path(__file__).parent))
 from reference_rows import make_batches  # noqa: E402  (tests/reference, beside this script)
-
-
-def import_reference(ref: Path):
-    sys.path.insert(0, str(ref))
-    stub = types.ModuleType("relax.utils.persistence")
-    stub.make_persist = None
-    sys.modules["relax.utils.persistence"] = stub
-    import relax.algorithm.idem as idem
-    import relax.network.diffv2 as network
-    from relax.utils.experience import Experience
-
-    return idem, network, Experience
-
-
-def flat(params, prefix: str) -> dict[str, np.ndarray]:
-    return {f"{prefix}/{m}/{k}": np.asarray(v) for m, d in params.items() for k, v in d.items()}
+from relax_reference import flat, import_relax  # noqa: E402
 
 
 def all_params(state) -> dict[str, np.ndarray]:
@@ -96,7 +80,9 @@ def main(argv=None) -> None:
     import jax.numpy as jnp
 
     jax.config.update("jax_platforms", "cpu")
-    idem, network, Experience = import_reference(args.ref)
+    idem, network, experience = import_relax(args.ref, "relax.algorithm.idem", "relax.network.diffv2",
+                                               "relax.utils.experience")
+    Experience = experience.Experience
     T, B, A, P = 20, args.batch, args.act, args.particles  # diffusion_steps 20: scripts/train_mujoco.py:44
     sizes = [args.hidden] * 3  # scripts/train_mujoco.py:42-45,80-81 (hidden_num 3)
 
