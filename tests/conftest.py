@@ -13,21 +13,30 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def _module_group(item) -> str | None:
+    """The module's name where ``item`` uses a module-scoped fixture (a real run made once for its tests), else None."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info and any(defs[-1].scope == "module" for defs in info.name2fixturedefs.values()):
+        return item.module.__name__
+    return None
+
+
+def pytest_itemcollected(item):
+    """The tests that share a module-scoped fixture form one ``xdist_group``: with ``--dist loadgroup`` (pyproject's
+    addopts) they go to one worker, which makes the run once, where plain ``load`` scheduling would make it on both.
+    Marked as each item is collected: xdist's worker reads the marks in its ``pytest_collection_modifyitems``, which
+    ran before a ``tryfirst`` conftest hook there (the groups were silently ignored, each run made twice)."""
+    group = _module_group(item)
+    if group:
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """The ``slow`` tests (end-to-end runs of tens of seconds) first, the rest in their order: with ``-n 2`` a slow
-    test left to the end keeps one worker busy while the other idles.
-
-    The tests that share a module-scoped fixture (a real run made once for them) form one ``xdist_group``: with
-    ``--dist loadgroup`` (pyproject's addopts) they go to one worker, which makes the run once, where plain ``load``
-    scheduling would make it on both. They move as a group too, so that no reordering splits them (a module fixture
-    is made again when its tests are apart)."""
-    groups = {}
-    for item in items:
-        info = getattr(item, "_fixtureinfo", None)
-        if info and any(defs[-1].scope == "module" for defs in info.name2fixturedefs.values()):
-            groups[item] = item.module.__name__
-            item.add_marker(pytest.mark.xdist_group(groups[item]))
+    test left to the end keeps one worker busy while the other idles. A module group moves as a whole, so that no
+    reordering splits it (a module fixture is made again when its tests are apart)."""
+    groups = {item: g for item in items if (g := _module_group(item))}
     slow_groups = {groups[item] for item in groups if item.get_closest_marker("slow")}
     items.sort(key=lambda item: not (item.get_closest_marker("slow") or groups.get(item) in slow_groups))
 
