@@ -22,14 +22,13 @@ from flowrl.bench import utils as bu
 from flowrl.config import parse
 from flowrl.errors import UserError
 
-AGENTS = ("flowrl", "qvpo", "dacer", "qsm", "dipo", "dpmd", "sdac", "idem", "sac_flow_g", "sac_flow_t", "sac", "td3")
+# SDAC and IDEM act through DPMD's action path (Diffv2Agent._act, checked below): DPMD's case covers theirs.
+AGENTS = ("flowrl", "qvpo", "dacer", "qsm", "dipo", "dpmd", "sac_flow_g", "sac_flow_t", "sac", "td3")
 OBS_DIM, ACT_DIM = 5, 2
 # The diffusion agents' 20-step chains trace for 10-25 s a graph; 3 steps trace the same code.
 BINDINGS = {"dacer": ["DiffusionPolicy.num_steps = 3"], "qvpo": ["DiffusionPolicy.num_steps = 3"],
             "qsm": ["LangevinPolicy.num_steps = 3"], "dipo": ["DiffusionPolicy.num_steps = 3"],
-            "dpmd": ["DiffusionPolicy.num_steps = 3"],
-            "sdac": ["DiffusionPolicy.num_steps = 3"],
-            "idem": ["DiffusionPolicy.num_steps = 3", "IDEMAgent.num_mc_samples = 4"]}
+            "dpmd": ["DiffusionPolicy.num_steps = 3"]}
 
 
 def _agent(name: str):
@@ -105,3 +104,13 @@ def test_the_builder_compiles_acting_when_asked():
               [f"Trainer.compile_act = {value!r}"])
         parts = build(Settings())
         assert parts.compiled_act is expected and (parts.agent._compiled_act is not None) is expected
+
+
+def test_sdac_and_idem_act_through_dpmds_action_path():
+    from flowrl.agents.diffv2 import Diffv2Agent
+    from flowrl.agents.dpmd import DPMDAgent
+    from flowrl.agents.idem import IDEMAgent
+    from flowrl.agents.sdac import SDACAgent
+
+    assert SDACAgent._act is IDEMAgent._act is DPMDAgent._act is Diffv2Agent._act
+    assert SDACAgent.sample is IDEMAgent.sample is DPMDAgent.sample is Diffv2Agent.sample

@@ -298,8 +298,9 @@ AGENT_TINY = {"dipo": ["DiffusionPolicy.num_steps = 5", "ActionGradient.steps = 
               "sdac": ["DiffusionPolicy.num_steps = 3", "SDACAgent.num_samples = 4"],
               "idem": ["DiffusionPolicy.num_steps = 3", "IDEMAgent.num_mc_samples = 4"]}
 RUN_TASKS = {"dmc": "gin/tasks/dmc/cheetah_run.gin", "humanoidbench": "gin/tasks/humanoidbench/h1_walk.gin"}
-# DMC episodes are 1,000 steps: 200 makes the final evaluation (and an iterative policy's acting) cheap.
-SHORT_EPISODES = {"dmc": ["EnvpoolDMC.max_episode_steps = 200", "DMControlVecEnv.max_episode_steps = 200"],
+# DMC episodes are 1,000 steps: 100 makes the final evaluation, evaluate.py's and its video (and an iterative
+# policy's acting) cheap.
+SHORT_EPISODES = {"dmc": ["EnvpoolDMC.max_episode_steps = 100", "DMControlVecEnv.max_episode_steps = 100"],
                   "humanoidbench": []}
 
 

@@ -26,13 +26,12 @@ from flowrl.errors import UserError
 from flowrl.export import load, trace, write
 
 ROOT = Path(__file__).resolve().parents[2]
-AGENTS = ("flowrl", "qvpo", "dacer", "qsm", "dipo", "dpmd", "sdac", "idem", "sac_flow_g", "sac_flow_t", "sac", "td3")
+# SDAC and IDEM export DPMD's action path (Diffv2Agent._act: tests/flowrl/test_compiled_act.py checks it is theirs).
+AGENTS = ("flowrl", "qvpo", "dacer", "qsm", "dipo", "dpmd", "sac_flow_g", "sac_flow_t", "sac", "td3")
 # Fewer denoising or flow steps trace the same code in less time.
 BINDINGS = {"dacer": ["DiffusionPolicy.num_steps = 3"], "qvpo": ["DiffusionPolicy.num_steps = 3"],
             "qsm": ["LangevinPolicy.num_steps = 3"], "dipo": ["DiffusionPolicy.num_steps = 3"],
             "dpmd": ["DiffusionPolicy.num_steps = 3"],
-            "sdac": ["DiffusionPolicy.num_steps = 3", "SDACAgent.num_samples = 4"],
-            "idem": ["DiffusionPolicy.num_steps = 3", "IDEMAgent.num_mc_samples = 4"],
             "sac_flow_g": ["NoisyFlowPolicy.num_steps = 2"],
             "sac_flow_t": ["NoisyFlowPolicy.num_steps = 2", "TransformerVelocity.num_steps = 2"]}
 OBS_DIM, LOW, HIGH = 5, np.array([-2.0, 0.0]), np.array([2.0, 0.5])  # bounds that are not [-1, 1]
