@@ -28,7 +28,7 @@ from flowrl.sweep.monitor import SweepMonitor
 from flowrl.sweep.plan import Trial
 from flowrl.sweep.ray_start import check_address, require_ray, start_ray
 from flowrl.sweep.synced import run_stored
-from flowrl.sweep.trial import TrialPreempted, run_trial, stop_all, terminate
+from flowrl.sweep.trial import TrialPreempted, run_trial, stop_all
 
 Result = dict  # {"id", "status", "returncode", "error", "ran", "seconds"}; status: done, failed, pruned, stopped
 
@@ -131,9 +131,9 @@ class LocalExecutor(Executor):
         return {**result, "seconds": time.monotonic() - start}
 
     def prune(self, trial: Trial) -> None:
-        """Stop ``trial``'s run with SIGTERM (it checkpoints); it is then reported ``pruned``."""
+        """Nothing to send: the thread that waits on ``trial``'s run sees the driver's ``pruned.json`` within a
+        quarter of a second, stops the run with SIGTERM (it checkpoints) and returns ``pruned`` (as on Ray)."""
         self._pruning.add(trial.id)
-        terminate(Path(trial.run_dir))  # between attempts: the next attempt sees it is pruned when its run stops
 
     def ended(self, timeout: float) -> list[tuple[Trial, Result]]:
         if not self._futures:

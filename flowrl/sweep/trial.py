@@ -48,18 +48,6 @@ def stop_all() -> None:
             child.send_signal(signal.SIGTERM)
 
 
-def terminate(run_dir: Path) -> None:
-    """SIGTERM the run in ``run_dir`` if it is a child of this process (it writes a checkpoint and stops); a pid read
-    from the folder alone may since belong to another process, so only our own children are signalled."""
-    try:
-        pid = int((Path(run_dir) / PID_FILE).read_text().split()[1])
-    except (OSError, IndexError, ValueError):
-        return
-    child = _LIVE.get(pid)
-    if child is not None and child.poll() is None:
-        child.send_signal(signal.SIGTERM)
-
-
 class TrialPreempted(RuntimeError):
     """The trial stopped before its end (a signal, a dead worker's leftover run): run it again to resume it."""
 
